@@ -1,0 +1,60 @@
+# counterfeit-detector: `make run` serves the demo model; `make test` runs the suite.
+# Everything installs into .venv/ in this folder; re-running a target only redoes what changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+# Stamps record what is installed, so targets re-install only when pyproject.toml changes.
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP   := $(VENV)/.installed-dev
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_DATA := datasets/demo-synth
+DEMO_RUN  := runs/demo
+
+.PHONY: help install install-dev run test bench demo-model clean
+
+help:
+	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
+	@echo "make test         install everything (torch included) and run the tests"
+	@echo "make bench        benchmarks: onnxruntime vs torch predictor throughput"
+	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(SERVE_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[train,dev]'
+	@touch $@ $(SERVE_STAMP)
+
+install: $(SERVE_STAMP)
+
+install-dev: $(DEV_STAMP)
+
+run: install
+	$(BIN)/counterfeit serve --host $(HOST) --port $(PORT)
+
+test: install-dev
+	$(PY) -m pytest -q
+
+bench: install-dev
+	$(PY) bench/predictor.py
+
+# The demo model: fixed seeds end to end, so the same commands rebuild it.
+demo-model: install-dev
+	rm -rf $(DEMO_DATA) $(DEMO_RUN)
+	$(BIN)/counterfeit synth $(DEMO_DATA) --seed 0
+	$(BIN)/counterfeit train $(DEMO_DATA) --out $(DEMO_RUN) --seed 0
+	$(BIN)/counterfeit evaluate $(DEMO_DATA)/test --model $(DEMO_RUN)/model.onnx --report $(DEMO_RUN)/report
+	cp $(DEMO_RUN)/model.onnx inference/demo/model.onnx
+	$(PY) -m training.model_card $(DEMO_RUN) --out inference/demo/MODEL_CARD.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -1,0 +1,3 @@
+"""counterfeit-detector's command line (`counterfeit`); the libraries are `inference` and `training`."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from counterfeit.cli import main
+
+sys.exit(main())

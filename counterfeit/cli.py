@@ -1,0 +1,255 @@
+"""`counterfeit`: one entry point, thin subcommands over the training and inference libraries.
+
+Serving subcommands never import torch; training subcommands import it only when run. Bad arguments
+exit 2 with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we print one actionable line
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a synthetic genuine/counterfeit packaging dataset")
+    p.add_argument("out", type=Path, help="folder to create (must be new or empty)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same files")
+    p.add_argument("--products", type=int, default=3, help="number of product lines (default 3)")
+    p.add_argument("--train", type=int, default=480, help="train images, both classes together (default 480)")
+    p.add_argument("--val", type=int, default=160, help="val images (default 160)")
+    p.add_argument("--test", type=int, default=160, help="test images (default 160)")
+    p.add_argument("--holdout", default="", help="defect kinds kept out of train/val, comma-separated; "
+                   "their counterfeits go to a test-unseen/ split")
+    p.set_defaults(run=cmd_synth)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on DATA and export RUN/model.onnx")
+    p.add_argument("data", type=Path, help="DATA folder with train/ and val/ (and optionally test/)")
+    p.add_argument("--out", type=Path, required=True, help="RUN folder for checkpoints, metrics, model.onnx")
+    p.add_argument("--config", type=Path, help="TOML file with TrainConfig fields; flags override it")
+    p.add_argument("--arch", help="torchvision architecture (default mobilenet_v3_small)")
+    p.add_argument("--weights", help="none | PATH to a local state_dict | torchvision weights name (needs internet)")
+    p.add_argument("--epochs", type=int, help="epochs (default 10)")
+    p.add_argument("--image-size", help="model input WIDTHxHEIGHT in pixels (default 320x240)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 16)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--target-precision", type=float, help="precision each decided verdict must reach on val (0.99)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a GPU when present")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.set_defaults(run=cmd_train)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to a verified, self-describing ONNX file")
+    p.add_argument("checkpoint", type=Path, help="RUN/checkpoint.pt")
+    p.add_argument("--out", type=Path, required=True, help="MODEL.onnx to write")
+    p.add_argument("--images", type=Path, help="images to verify on (default: the run's DATA/val)")
+    p.set_defaults(run=cmd_export)
+
+
+def _add_screen(sub) -> None:
+    p = sub.add_parser("screen", help="score image files and folders; one JSON line per image")
+    p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
+    p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
+    p.add_argument("--output", type=Path, help="write JSON lines to this file instead of stdout")
+    p.set_defaults(run=cmd_screen)
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve the HTTP API and web page")
+    p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.set_defaults(run=cmd_serve)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="measure a model file on a labelled folder (default: DATA/test)")
+    p.add_argument("data", type=Path, help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
+    p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
+    p.add_argument("--report", type=Path, help="write DIR/metrics.json and DIR/scores.jsonl")
+    p.set_defaults(run=cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="counterfeit", description="Tell genuine products from counterfeits by their photos.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for add in (_add_synth, _add_train, _add_export, _add_evaluate, _add_screen, _add_serve):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except CliError as exc:
+        print(f"counterfeit {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"counterfeit {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _training_module(name: str):
+    """Import a training module, or explain how to install the training extra."""
+    try:
+        return importlib.import_module(f"training.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "torchvision", "onnx"):
+            raise CliError(f"this command needs {exc.name}: pip install 'counterfeit-detector[train]'") from exc
+        raise
+
+
+def cmd_synth(args) -> int:
+    synth = _training_module("synth")
+    holdout = [k.strip() for k in args.holdout.split(",") if k.strip()]
+    try:
+        summary = synth.write_dataset(args.out, seed=args.seed, products=args.products, n_train=args.train,
+                                      n_val=args.val, n_test=args.test, holdout=holdout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    counts = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["counts"].items())
+    print(f"wrote {args.out}: {counts}", file=sys.stderr)
+    return 0
+
+
+def train_config_from_args(args, config_module):
+    """TrainConfig from --config (if any), then explicit flags on top."""
+    base = config_module.TrainConfig.from_toml(args.config).to_dict() if args.config else {}
+    flags = {"arch": args.arch, "weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size,
+             "lr": args.lr, "target_precision": args.target_precision, "workers": args.workers,
+             "device": args.device, "seed": args.seed}
+    base.update({k: v for k, v in flags.items() if v is not None})
+    if args.image_size:
+        base["image_size"] = config_module.parse_image_size(args.image_size)
+    base.update(data=str(args.data), out=str(args.out))
+    return config_module.TrainConfig.from_dict(base)
+
+
+def cmd_train(args) -> int:
+    config_module, train = _training_module("config"), _training_module("train")
+    try:
+        config = train_config_from_args(args, config_module)
+        summary = train.fit(config)
+    except KeyboardInterrupt:
+        print(f"counterfeit train: interrupted; the last completed epoch is in {args.out}/last.pt and the best "
+              f"in {args.out}/checkpoint.pt (export it with: counterfeit export {args.out}/checkpoint.pt "
+              f"--out MODEL.onnx)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as exc:  # DataError, WeightsError, config errors: all say what to fix
+        raise CliError(str(exc)) from exc
+    best = summary["best"]
+    print(f"best epoch {best['epoch']}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
+          f"wrote {summary['model']} (version {summary['version']})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    export = _training_module("export")
+    try:
+        metadata = export.export_checkpoint(args.checkpoint, args.out, args.images)
+    except (ValueError, export.ExportError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {args.out} (version {metadata.version}), verified against torch", file=sys.stderr)
+    return 0
+
+
+def _predictor(model_path: Path | None):
+    from inference.metadata import ModelFileError
+    from inference.predictor import Predictor
+    from inference.settings import Settings
+
+    try:
+        return Predictor(model_path or Settings().model_path)
+    except ModelFileError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_screen(args) -> int:
+    from inference.screen import find_images, screen_files, write_jsonl
+
+    try:
+        files = find_images(args.paths)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from exc
+    predictor = _predictor(args.model)
+    records = screen_files(files, predictor)
+    if args.output is None:
+        counts = write_jsonl(records, sys.stdout)
+    else:
+        counts = _write_file_atomically(args.output, records, len(files))
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no images"
+    print(f"screened {len(files)} files: {summary}", file=sys.stderr)
+    return 0
+
+
+def _write_file_atomically(path: Path, records, total: int) -> dict:
+    from tqdm import tqdm
+
+    from inference.screen import write_jsonl
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w") as out:
+            counts = write_jsonl(tqdm(records, total=total, unit="img", desc="screen"), out)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return counts
+
+
+def cmd_evaluate(args) -> int:
+    from inference.evaluate import evaluate_folder, write_report
+    from inference.layout import DataError
+
+    predictor = _predictor(args.model)
+    try:
+        metrics = evaluate_folder(args.data, predictor)
+    except DataError as exc:
+        raise CliError(str(exc)) from exc
+    keys = ("n", "roc_auc", "pr_auc", "accuracy_decided", "inconclusive_rate", "ece")
+    print("  ".join(f"{k} {metrics[k]:.4g}" for k in keys))
+    for error in metrics["errors"]:
+        print(f"skipped {error['path']}: {error['error']}", file=sys.stderr)
+    if args.report:
+        print(f"wrote {write_report(metrics, args.report)}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import logging
+
+    import uvicorn
+
+    from inference.api import create_app
+    from inference.settings import Settings
+
+    overrides = {"model_path": args.model, "host": args.host, "port": args.port}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    predictor = _predictor(settings.model_path)  # fail here, with one line, not inside uvicorn
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings, predictor), host=settings.host, port=settings.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

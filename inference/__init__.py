@@ -1,0 +1,1 @@
+"""Serving side of counterfeit-detector: torch-free (numpy, Pillow, onnxruntime, FastAPI)."""

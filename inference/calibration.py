@@ -1,0 +1,68 @@
+"""Calibration from validation outputs: a softmax temperature and the verdict thresholds. numpy only,
+so `counterfeit calibrate` can redo it on new data from a model file alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inference.metadata import Thresholds
+from inference.predictor import softmax_scores
+
+# log-spaced temperatures searched; 0.05..20 covers over- and under-confident nets by far.
+_TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 801))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(scaled).sum(axis=1))
+    return float(np.mean(log_norm - scaled[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): the T minimising validation NLL of softmax(logits / T)."""
+    if len(labels) == 0:
+        return 1.0
+    losses = [negative_log_likelihood(logits, labels, t) for t in _TEMPERATURES]
+    return float(_TEMPERATURES[int(np.argmin(losses))])
+
+
+def choose_thresholds(scores: np.ndarray, labels: np.ndarray, target_precision: float) -> Thresholds:
+    """The narrowest inconclusive band whose decided verdicts reach `target_precision` for each class.
+
+    `high` is the lowest score such that every band [t, 1] with t >= high is at least target_precision
+    counterfeit; `low` likewise from below for genuine. Where no score reaches the target, that side
+    decides nothing (high = 1 or low = 0) rather than claim a precision it does not have.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    is_fake = np.asarray(labels) == 1
+    high = _lowest_safe_cut(-scores, is_fake, target_precision)
+    low = _lowest_safe_cut(scores, ~is_fake, target_precision)
+    high = 1.0 if high is None else -high
+    low = 0.0 if low is None else low
+    if low > high:  # overlapping bands on tiny data: meet in the middle
+        low = high = (low + high) / 2
+    return Thresholds(low=float(low), high=float(high))
+
+
+def _lowest_safe_cut(keys: np.ndarray, positive: np.ndarray, target: float) -> float | None:
+    """Walking keys upward, the last key up to which the running precision never fell below target."""
+    order = np.argsort(keys, kind="stable")
+    hits = np.cumsum(positive[order])
+    precision = hits / np.arange(1, len(order) + 1)
+    # Equal keys are decided together: only a cut after the last of a run of ties is a real cut.
+    sorted_keys = keys[order]
+    is_cut = np.append(sorted_keys[1:] != sorted_keys[:-1], True)
+    safe = None
+    for index in np.flatnonzero(is_cut):
+        if precision[index] < target:
+            break
+        safe = float(sorted_keys[index])
+    return safe
+
+
+def calibrate(logits: np.ndarray, labels: np.ndarray, target_precision: float, positive_index: int = 1):
+    """-> (temperature, thresholds) fitted on one labelled set (validation)."""
+    temperature = fit_temperature(logits, labels)
+    scores = softmax_scores(logits, temperature, positive_index)
+    return temperature, choose_thresholds(scores, labels, target_precision)

@@ -1,0 +1,109 @@
+"""What a model file must say about itself, stored as JSON strings in the ONNX metadata_props.
+
+Training writes it (training/export.py), the predictor reads it: classes, preprocessing, calibration,
+thresholds, version and the config the model was trained from. Nothing is guessed at serving time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from inference.classes import CLASSES
+from inference.preprocess import PreprocessSpec
+
+FORMAT = "counterfeit-detector/1"
+REQUIRED_KEYS = ("format", "name", "version", "classes", "preprocess", "thresholds", "temperature")
+VERSION_KEY = "version"
+
+
+class ModelFileError(ValueError):
+    """The model file is unusable: unreadable, not ONNX, or its metadata is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Counterfeit when score >= high, genuine when score <= low, inconclusive between."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low <= self.high <= 1.0:
+            raise ValueError(f"Thresholds need 0 <= low <= high <= 1; got low={self.low}, high={self.high}.")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    version: str  # content hash of the model file, computed at export (see training/export.py)
+    classes: tuple[str, ...]
+    preprocess: PreprocessSpec
+    thresholds: Thresholds
+    temperature: float  # logits are divided by it before the softmax (calibration)
+    train_config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def to_props(self) -> dict[str, str]:
+        """The metadata as ONNX metadata_props: every value JSON-encoded."""
+        values = {
+            "format": FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "classes": list(self.classes),
+            "preprocess": self.preprocess.to_dict(),
+            "thresholds": {"low": self.thresholds.low, "high": self.thresholds.high},
+            "temperature": self.temperature,
+            "train_config": self.train_config,
+            "metrics": self.metrics,
+        }
+        return {key: json.dumps(value, sort_keys=True) for key, value in values.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelMetadata:
+        missing = [key for key in REQUIRED_KEYS if key not in props]
+        if missing:
+            raise ModelFileError(
+                f"The model file's metadata lacks {', '.join(missing)}: export it with `counterfeit export`."
+            )
+        try:
+            values = {key: json.loads(text) for key, text in props.items()}
+            metadata = _from_values(values)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelFileError(f"The model file's metadata is invalid: {exc}") from exc
+        return metadata
+
+    def public(self) -> dict:
+        """What clients may see (GET /v1/model)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "classes": list(self.classes),
+            "input": {"width": self.preprocess.width, "height": self.preprocess.height},
+            "preprocess": self.preprocess.to_dict(),
+            "thresholds": {"low": self.thresholds.low, "high": self.thresholds.high},
+            "temperature": self.temperature,
+            "metrics": self.metrics,
+            "train_config": self.train_config,
+        }
+
+
+def _from_values(values: dict) -> ModelMetadata:
+    if values["format"] != FORMAT:
+        raise ValueError(f"format is {values['format']!r}, this software reads {FORMAT!r}")
+    classes = tuple(str(c) for c in values["classes"])
+    if classes != CLASSES:
+        raise ValueError(f"classes are {list(classes)}, expected {list(CLASSES)}")
+    temperature = float(values["temperature"])
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return ModelMetadata(
+        name=str(values["name"]),
+        version=str(values["version"]),
+        classes=classes,
+        preprocess=PreprocessSpec.from_dict(values["preprocess"]),
+        thresholds=Thresholds(float(values["thresholds"]["low"]), float(values["thresholds"]["high"])),
+        temperature=temperature,
+        train_config=dict(values.get("train_config") or {}),
+        metrics=dict(values.get("metrics") or {}),
+    )

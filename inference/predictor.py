@@ -1,0 +1,118 @@
+"""Predictor: a self-describing ONNX model file -> calibrated scores and verdicts. No torch."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
+from inference.images import LoadedImage, Limits, load_image
+from inference.metadata import ModelFileError, ModelMetadata, Thresholds
+from inference.preprocess import preprocess
+
+INPUT_NAME = "image"
+LOGITS_NAME = "logits"
+MAX_BATCH = 32  # images per onnxruntime call: bounds memory (32 x 3 x 240 x 320 floats = 29 MB)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    score: float  # calibrated probability that the item is counterfeit
+    verdict: str  # genuine | counterfeit | inconclusive
+
+
+def verdict_for(score: float, thresholds: Thresholds) -> str:
+    if score >= thresholds.high:
+        return COUNTERFEIT
+    if score <= thresholds.low:
+        return GENUINE
+    return INCONCLUSIVE
+
+
+def softmax_scores(logits: np.ndarray, temperature: float, positive_index: int) -> np.ndarray:
+    """Calibrated P(class positive_index) from raw logits (N, C)."""
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)  # for exp's sake; softmax is shift-invariant
+    probs = np.exp(scaled)
+    return probs[:, positive_index] / probs.sum(axis=1)
+
+
+class Predictor:
+    """Loads MODEL.onnx once; thread-safe (onnxruntime sessions may be run concurrently)."""
+
+    def __init__(self, path: str | Path, *, threads: int = 0) -> None:
+        self.path = Path(path)
+        model_bytes = _read_model(self.path)
+        self.file_sha256 = hashlib.sha256(model_bytes).hexdigest()
+        self.session = _open_session(model_bytes, self.path, threads)
+        self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
+        _check_signature(self.session, self.metadata, self.path)
+        self._counterfeit_index = self.metadata.classes.index(COUNTERFEIT)
+
+    @property
+    def spec(self):
+        return self.metadata.preprocess
+
+    def load(self, data: bytes, limits: Limits = Limits()) -> LoadedImage:
+        """Decode image bytes for this model (JPEG decoded no larger than the model needs)."""
+        return load_image(data, limits=limits, draft_to=self.spec.size)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits (N, C) for preprocessed arrays (N, 3, H, W), in chunks of MAX_BATCH."""
+        chunks = [
+            self.session.run([LOGITS_NAME], {INPUT_NAME: batch[start : start + MAX_BATCH]})[0]
+            for start in range(0, len(batch), MAX_BATCH)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.metadata.classes)), np.float32)
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        return softmax_scores(self.logits(batch), self.metadata.temperature, self._counterfeit_index)
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        if not images:
+            return []
+        batch = np.stack([preprocess(image, self.spec) for image in images])
+        return [self.decide(float(score)) for score in self.scores(batch)]
+
+    def decide(self, score: float) -> Prediction:
+        return Prediction(score=score, verdict=verdict_for(score, self.metadata.thresholds))
+
+
+def _read_model(path: Path) -> bytes:
+    if not path.is_file():
+        raise ModelFileError(f"Model file not found: {path}")
+    data = path.read_bytes()
+    if not data:
+        raise ModelFileError(f"Model file is empty: {path}")
+    return data
+
+
+def _open_session(model_bytes: bytes, path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0 = onnxruntime's default (one per core)
+    options.log_severity_level = 3  # errors only: its warnings are not actionable for users
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path} is not a loadable ONNX model ({first_line[:200]}).") from exc
+
+
+def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata, path: Path) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or LOGITS_NAME not in outputs:
+        raise ModelFileError(
+            f"{path} must have an input {INPUT_NAME!r} and an output {LOGITS_NAME!r}; "
+            f"it has inputs {sorted(inputs)} and outputs {sorted(outputs)}."
+        )
+    shape = inputs[INPUT_NAME].shape
+    expected = [3, metadata.preprocess.height, metadata.preprocess.width]
+    if list(shape[1:]) != expected:
+        raise ModelFileError(f"{path}: input shape {shape} does not match its metadata (N, {expected}).")

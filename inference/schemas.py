@@ -1,0 +1,58 @@
+"""The API's JSON shapes (they also document themselves in the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ThresholdsOut(BaseModel):
+    low: float = Field(description="genuine when score <= low")
+    high: float = Field(description="counterfeit when score >= high")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str = Field(description="content hash of the model that produced this answer")
+
+
+class ImageInfo(BaseModel):
+    sha256: str = Field(description="SHA-256 of the uploaded bytes, as received")
+    width: int = Field(description="pixels, upright (after EXIF orientation)")
+    height: int
+
+
+class Inspection(BaseModel):
+    verdict: Literal["genuine", "counterfeit", "inconclusive"]
+    score: float = Field(ge=0, le=1, description="calibrated probability that the item is counterfeit")
+    thresholds: ThresholdsOut
+    model: ModelRef
+    image: ImageInfo
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "verdict": "counterfeit",
+                    "score": 0.97,
+                    "thresholds": {"low": 0.2, "high": 0.8},
+                    "model": {"name": "demo", "version": "3f2a9c1d0b7e4a65"},
+                    "image": {"sha256": "9b74c9897bac770ffc029102a200c5de" * 2, "width": 640, "height": 480},
+                }
+            ]
+        }
+    }
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine-readable slug, e.g. unsupported_format")
+    message: str = Field(description="what is wrong and how to fix it")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading"]

@@ -1,0 +1,62 @@
+"""Bulk screening of image files: one JSON line per image, errors included, in a stable order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+from inference.images import ImageError, Limits
+from inference.layout import image_files
+from inference.predictor import Predictor
+
+BATCH = 32  # images decoded and scored together: one onnxruntime call each
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus image files (by suffix) anywhere under named folders; sorted per folder."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += image_files(path)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"No such file or folder: {path}")
+    return found
+
+
+def screen_files(files: list[Path], predictor: Predictor, limits: Limits = Limits()) -> Iterator[dict]:
+    """Yield one record per file, in order: {"path", "score", "verdict", "model"} or {"path", "error"}."""
+    model = {"name": predictor.metadata.name, "version": predictor.metadata.version}
+    for start in range(0, len(files), BATCH):
+        chunk = files[start : start + BATCH]
+        decoded = [_decode(path, predictor, limits) for path in chunk]
+        images = [item for item in decoded if not isinstance(item, str)]
+        predictions = iter(predictor.predict(images))
+        for path, item in zip(chunk, decoded):
+            if isinstance(item, str):
+                yield {"path": str(path), "error": item, "model": model}
+            else:
+                prediction = next(predictions)
+                yield {"path": str(path), "score": prediction.score, "verdict": prediction.verdict, "model": model}
+
+
+def _decode(path: Path, predictor: Predictor, limits: Limits):
+    """The decoded RGB image, or the error message as a string."""
+    try:
+        return predictor.load(path.read_bytes(), limits).image
+    except ImageError as exc:
+        return exc.message
+    except OSError as exc:
+        return f"Could not read the file: {exc.strerror or exc}"
+
+
+def write_jsonl(records: Iterable[dict], out: TextIO) -> dict[str, int]:
+    """Write records as JSON lines; return counts per verdict (and 'error')."""
+    counts: dict[str, int] = {}
+    for record in records:
+        out.write(json.dumps(record) + "\n")
+        key = "error" if "error" in record else record["verdict"]
+        counts[key] = counts.get(key, 0) + 1
+    return counts

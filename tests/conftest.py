@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny synthetic data and one tiny trained model, made once per test session."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_MODEL = REPO / "inference" / "demo" / "model.onnx"
+
+
+def image_bytes(fmt: str = "JPEG", size=(96, 72), mode: str = "RGB", seed: int = 0, **save) -> bytes:
+    """A small random-texture image encoded in memory."""
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1, "CMYK": 4}[mode]
+    pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """A tiny dataset from the real generator: 2 product lines, 160x120 photos."""
+    from training.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("data") / "synth"
+    write_dataset(root, seed=1, products=2, n_train=16, n_val=8, n_test=8, image_size=(160, 120), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_data, tmp_path_factory) -> Path:
+    """One epoch at 64x48: enough to exercise every stage, not to detect anything."""
+    from training.config import TrainConfig
+    from training.train import fit
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    fit(TrainConfig(data=str(synth_data), out=str(run), epochs=1, image_size=(64, 48), batch_size=8), progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def model_path(trained_run) -> Path:
+    return trained_run / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def predictor(model_path):
+    from inference.predictor import Predictor
+
+    return Predictor(model_path)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `counterfeit ARGS` in-process -> (exit code, stdout, stderr)."""
+    from counterfeit.cli import main
+
+    def run(*args: str):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse exits on bad arguments
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+

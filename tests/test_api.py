@@ -1,0 +1,93 @@
+"""The HTTP API through a TestClient: answers, metadata, probes, and every bad input as a 4xx."""
+
+import hashlib
+
+import pytest
+from conftest import image_bytes
+from fastapi.testclient import TestClient
+
+from inference.api import create_app, get_settings
+from inference.settings import Settings
+
+
+@pytest.fixture
+def client(model_path):
+    app = create_app(Settings(model_path=model_path))
+    with TestClient(app) as client:  # runs the lifespan: the model loads from the file
+        yield client
+
+
+def post_photo(client, data: bytes, filename="photo.jpg", content_type="image/jpeg"):
+    return client.post("/v1/inspections", files={"image": (filename, data, content_type)})
+
+
+def test_inspection_answers_a_synth_photo(client, synth_data):
+    photo = next((synth_data / "test" / "counterfeit").rglob("*.jpg")).read_bytes()
+    response = post_photo(client, photo)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["verdict"] in {"genuine", "counterfeit", "inconclusive"}
+    assert 0 <= body["score"] <= 1
+    assert body["thresholds"]["low"] <= body["thresholds"]["high"]
+    assert body["model"]["version"] == client.get("/v1/model").json()["version"]
+    assert body["image"] == {"sha256": hashlib.sha256(photo).hexdigest(), "width": 160, "height": 120}
+
+
+def test_model_metadata_and_probes(client):
+    model = client.get("/v1/model").json()
+    assert model["classes"] == ["genuine", "counterfeit"] and model["input"] == {"width": 64, "height": 48}
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_until_a_model_is_loaded(model_path):
+    app = create_app(Settings(model_path=model_path))
+    client = TestClient(app)  # not entered: lifespan has not run, so nothing is loaded
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200
+    response = post_photo(client, image_bytes())
+    assert response.status_code == 503 and response.json()["error"]["code"] == "model_not_loaded"
+
+
+@pytest.mark.parametrize(
+    "data, status, code",
+    [
+        (b"", 422, "empty_image"),
+        (b"%PDF-1.4 definitely not a photo", 415, "unsupported_format"),
+        (image_bytes("JPEG", size=(200, 150))[:5000], 422, "corrupt_image"),
+        (image_bytes("TIFF"), 415, "unsupported_format"),
+        (image_bytes("BMP"), 415, "unsupported_format"),
+    ],
+)
+def test_bad_images_get_4xx_with_an_error_body(client, data, status, code):
+    response = post_photo(client, data)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code and len(error["message"]) > 20
+
+
+def test_missing_field_and_empty_body(client):
+    for response in (
+        client.post("/v1/inspections"),
+        client.post("/v1/inspections", files={"photo": ("a.jpg", image_bytes(), "image/jpeg")}),
+        client.post("/v1/inspections", content=b"raw bytes", headers={"content-type": "image/jpeg"}),
+    ):
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request" and "`image`" in error["message"]
+
+
+def test_too_large_upload_is_413(client, model_path):
+    client.app.dependency_overrides[get_settings] = lambda: Settings(model_path=model_path, max_upload_bytes=1000)
+    response = post_photo(client, image_bytes("PNG", size=(128, 128)))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "image_too_large"
+
+
+def test_unknown_route_and_method_use_the_error_shape(client):
+    assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
+    assert client.get("/v1/inspections").json()["error"]["code"] == "method_not_allowed"
+
+
+def test_png_and_webp_photos_are_scored(client):
+    for fmt, mime in (("PNG", "image/png"), ("WEBP", "image/webp")):
+        assert post_photo(client, image_bytes(fmt), f"a.{fmt.lower()}", mime).status_code == 200

@@ -1,0 +1,97 @@
+"""The `counterfeit` command line: exit codes, one-line errors, and the screen/evaluate/export outputs."""
+
+import json
+import shutil
+
+import pytest
+
+from inference.predictor import Predictor
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {text!r}"
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((), "the following arguments are required: COMMAND"),
+        (("fly",), "invalid choice: 'fly'"),
+        (("train",), "the following arguments are required: data, --out"),
+        (("screen", "x", "--nope"), "unrecognized arguments: --nope"),
+        (("train", "d", "--out", "r", "--epochs", "many"), "invalid int value: 'many'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(run_cli, args, expected):
+    code, out, err = run_cli(*args)
+    assert code == 2 and out == ""
+    assert expected in one_line(err)
+
+
+def test_train_names_the_missing_folder(run_cli, tmp_path):
+    code, _, err = run_cli("train", tmp_path / "nowhere", "--out", tmp_path / "run")
+    assert code == 2 and f"Missing split folder {tmp_path / 'nowhere' / 'train'}" in one_line(err)
+
+
+def test_train_rejects_bad_options_in_one_line(run_cli, synth_data, tmp_path):
+    code, _, err = run_cli("train", synth_data, "--out", tmp_path / "r", "--image-size", "big")
+    assert code == 2 and "Invalid image size 'big'" in one_line(err)
+    code, _, err = run_cli("train", synth_data, "--out", tmp_path / "r", "--arch", "vgg99")
+    assert code == 2 and "Invalid arch 'vgg99'" in one_line(err)
+
+
+def test_screen_writes_one_line_per_image_and_keeps_going(run_cli, synth_data, model_path, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(synth_data / "test", folder)
+    (folder / "genuine" / "broken.jpg").write_bytes(b"not a photo")
+    code, _, err = run_cli("screen", folder, "--model", model_path, "--output", tmp_path / "out.jsonl")
+    assert code == 0 and "1 error" in err
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(records) == 9
+    broken = [r for r in records if r["path"].endswith("broken.jpg")]
+    assert len(broken) == 1 and "not a supported image" in broken[0]["error"]
+    scored = [r for r in records if "error" not in r]
+    version = Predictor(model_path).metadata.version
+    assert all(r["verdict"] in {"genuine", "counterfeit", "inconclusive"} and 0 <= r["score"] <= 1 for r in scored)
+    assert all(r["model"]["version"] == version for r in records)
+
+
+def test_screen_to_stdout(run_cli, synth_data, model_path):
+    code, out, _ = run_cli("screen", synth_data / "val" / "genuine", "--model", model_path)
+    assert code == 0 and len(out.splitlines()) == 4
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("screen", "/no/such/place"), "No such file or folder: /no/such/place"),
+    (("evaluate", "/no/such/place"), "No such folder: /no/such/place"),
+])
+def test_missing_paths_exit_2(run_cli, model_path, args, expected):
+    code, _, err = run_cli(*args, "--model", model_path)
+    assert code == 2 and expected in one_line(err)
+
+
+def test_a_broken_model_file_exits_2(run_cli, synth_data, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07garbage")
+    code, _, err = run_cli("screen", synth_data, "--model", tmp_path / "model.onnx")
+    assert code == 2 and "is not a loadable ONNX model" in one_line(err)
+
+
+def test_evaluate_writes_metrics(run_cli, synth_data, model_path, tmp_path):
+    code, out, _ = run_cli("evaluate", synth_data, "--model", model_path, "--report", tmp_path / "report")
+    assert code == 0 and "roc_auc" in out
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert {"roc_auc", "pr_auc", "accuracy_decided", "inconclusive_rate", "ece", "n"} <= set(metrics)
+    assert metrics["n"] == 8 and set(metrics["per_product"]) == {"product-a", "product-b"}
+
+
+def test_export_reproduces_the_trained_model_file(run_cli, trained_run, tmp_path):
+    code, _, err = run_cli("export", trained_run / "checkpoint.pt", "--out", tmp_path / "again.onnx")
+    assert code == 0 and "verified" in err
+    assert Predictor(tmp_path / "again.onnx").metadata.version == Predictor(trained_run / "model.onnx").metadata.version
+
+
+def test_export_of_a_missing_checkpoint_exits_2(run_cli, tmp_path):
+    code, _, err = run_cli("export", tmp_path / "none.pt", "--out", tmp_path / "m.onnx")
+    assert code == 2 and "Checkpoint not found" in one_line(err)

@@ -1,0 +1,1 @@
+"""Training side of counterfeit-detector (torch, torchvision, onnx)."""

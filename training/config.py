@@ -1,0 +1,93 @@
+"""The training config: one typed dataclass, loadable from TOML, saved resolved in RUN/config.json,
+and carried inside every checkpoint so a model is never rebuilt by guesswork."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+
+OPTIMIZERS = ("adamw", "sgd")
+# Architectures offered: small enough to train on a CPU; each ends in one nn.Linear head.
+ARCHS = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50", "efficientnet_b0")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # DATA root holding train/ and val/ (and optionally test/)
+    out: str = ""  # RUN folder
+    name: str = ""  # model name written into the model file; default: the RUN folder's name
+    arch: str = "mobilenet_v3_small"
+    weights: str = "none"  # none | PATH to a local state_dict | a torchvision weights name (needs internet)
+    epochs: int = 10
+    image_size: tuple[int, int] = (320, 240)  # model input width, height (pixels); the frame is letterboxed
+    batch_size: int = 16
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    target_precision: float = 0.99  # per class, for the decided verdicts; sets the thresholds
+    seed: int = 0
+    workers: int = 0  # DataLoader worker processes; 0 = load in the training process
+    device: str = "auto"  # auto | cpu | cuda
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    extra: dict = field(default_factory=dict)  # free-form notes carried along (e.g. the data audit)
+
+    def __post_init__(self) -> None:
+        self.image_size = tuple(int(v) for v in self.image_size)
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"Invalid arch {self.arch!r}. Only {', '.join(ARCHS)} are supported.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Invalid optimizer {self.optimizer!r}. Only {', '.join(OPTIMIZERS)} are supported.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not 0.5 <= self.target_precision < 1.0:
+            raise ValueError(f"target_precision must be in [0.5, 1), got {self.target_precision}.")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+        self.preprocess_spec()  # validates the image size
+
+    def preprocess_spec(self) -> PreprocessSpec:
+        width, height = self.image_size
+        return PreprocessSpec(width=width, height=height, mean=self.mean, std=self.std)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown config keys: {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"Cannot read config {path}: {exc}") from exc
+        return cls.from_dict(values)
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """'320x240' -> (320, 240); '256' -> (256, 256)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 8:
+        raise ValueError(f"Invalid image size {text!r}: give WIDTHxHEIGHT in pixels, e.g. 320x240.")
+    return (values[0], values[-1])

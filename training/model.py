@@ -1,0 +1,95 @@
+"""Model factory: a torchvision classifier with a 2-class head, and weight loading that says what
+did not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from inference.classes import CLASSES
+from training.config import ARCHS
+
+
+
+class WeightsError(ValueError):
+    """Weights could not be loaded; the message says which and why."""
+
+
+def build(arch: str, num_classes: int = len(CLASSES)) -> nn.Module:
+    if arch not in ARCHS:
+        raise ValueError(f"Invalid arch {arch!r}. Only {', '.join(ARCHS)} are supported.")
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def head_name(model: nn.Module) -> str:
+    """Qualified name of the last Linear layer: the classifier head."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+
+
+def load_weights(model: nn.Module, arch: str, weights: str) -> list[str]:
+    """Load `weights` (none | PATH | torchvision name) into `model`; return the head keys left as initialised.
+
+    Pretrained weights usually have another head (1000 ImageNet classes): a head whose shape differs is
+    re-initialised. Any other key that is missing, unexpected or mis-shaped is an error listing them.
+    """
+    if weights == "none":
+        return []
+    if Path(weights).is_file():
+        state = _read_state_dict(Path(weights))
+    else:
+        state = _torchvision_state_dict(arch, weights)
+    return _load_matching(model, state, weights)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    except Exception as exc:
+        raise WeightsError(f"{path} is not a loadable weights file ({type(exc).__name__}: {str(exc)[:200]}).") from exc
+    state = loaded.get("model", loaded) if isinstance(loaded, dict) else None  # our checkpoints nest it
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state_dict (a dict of parameter name -> tensor).")
+    return state
+
+
+def _torchvision_state_dict(arch: str, name: str) -> dict[str, torch.Tensor]:
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+        entry = enum.DEFAULT if name == "DEFAULT" else enum[name]
+    except (KeyError, ValueError) as exc:
+        names = ", ".join(w.name for w in torchvision.models.get_model_weights(arch))
+        raise WeightsError(
+            f"Invalid weights {name!r}: give none, a path to a local state_dict file, or a torchvision name "
+            f"for {arch} ({names}, DEFAULT)."
+        ) from exc
+    try:
+        return entry.get_state_dict(progress=False)
+    except Exception as exc:  # URLError, socket errors, ...: this machine may have no internet
+        raise WeightsError(
+            f"Could not download torchvision weights {arch}/{entry.name} ({type(exc).__name__}: {str(exc)[:120]}). "
+            "Without internet, pass --weights PATH to a local state_dict file."
+        ) from exc
+
+
+def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    own = model.state_dict()
+    head = head_name(model) + "."
+    reinitialised = [k for k in own if k.startswith(head) and k in state and state[k].shape != own[k].shape]
+    state = {k: v for k, v in state.items() if k not in reinitialised}
+    missing = sorted(set(own) - set(state) - set(reinitialised))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(k for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    if missing or unexpected or misshaped:
+        raise WeightsError(
+            f"Weights {source} do not fit this architecture: "
+            + "; ".join(
+                f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''} ({len(keys)})"
+                for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+                if keys
+            )
+        )
+    model.load_state_dict(state, strict=False)
+    return reinitialised
