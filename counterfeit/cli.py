@@ -113,7 +113,7 @@ def _training_module(name: str):
     try:
         return importlib.import_module(f"training.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "torchvision", "onnx"):
+        if exc.name in ("torch", "torchvision", "onnx", "matplotlib"):
             raise CliError(f"this command needs {exc.name}: pip install 'counterfeit-detector[train]'") from exc
         raise
 

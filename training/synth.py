@@ -14,9 +14,9 @@ byte-identical files whatever the order of generation.
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import csv
 import functools
-import contextlib
 import io
 import math
 import multiprocessing
@@ -138,7 +138,7 @@ def _font_dir() -> Path:
         import matplotlib
     except ImportError as error:
         raise ModuleNotFoundError("the synthetic dataset needs matplotlib's bundled fonts: "
-                                  "pip install matplotlib (part of the [train] extra)") from error
+                                  "pip install matplotlib (part of the [train] extra)", name="matplotlib") from error
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
@@ -235,7 +235,7 @@ def _bottom_row(rng, colours, text_font: str, holo_in_row: bool):
     fine_size = int(rng.integers(9, 11))
     lines = _fine_print_lines(rng, 4)
     fine = tuple(
-        TextItem(text, text_font, min(fine_size, _fit_font_size(text, text_font, fine_right - 20, fine_size)),
+        TextItem(text, text_font, _fit_font_size(text, text_font, fine_right - 20, fine_size),
                  (20.0, top + 4 + i * (fine_size + 4)), "lm", colours["text"])
         for i, text in enumerate(lines)
     )
@@ -407,7 +407,10 @@ def render_artwork(design: ProductDesign, hologram_phase: float = 0.0) -> Image.
     sticker = design.hologram
     if sticker.style == "missing":
         return image
-    patch = _hologram_patch(sticker.size, hologram_phase) if sticker.style == "iridescent" else _flat_patch(sticker.size)
+    if sticker.style == "iridescent":
+        patch = _hologram_patch(sticker.size, hologram_phase)
+    else:
+        patch = _flat_patch(sticker.size)
     image.paste(Image.fromarray(patch), sticker.xy)
     return image
 
@@ -536,8 +539,9 @@ def _text_extent(item: TextItem) -> tuple[float, float, float, float]:
 
 
 def _logo_extent(shapes: Sequence[Shape]) -> tuple[float, float, float, float]:
-    return (min(s.centre[0] - s.radius * s.stretch[0] for s in shapes), min(s.centre[1] - s.radius * s.stretch[1] for s in shapes),
-            max(s.centre[0] + s.radius * s.stretch[0] for s in shapes), max(s.centre[1] + s.radius * s.stretch[1] for s in shapes))
+    xs = [x for s in shapes for x in (s.centre[0] - s.radius * s.stretch[0], s.centre[0] + s.radius * s.stretch[0])]
+    ys = [y for s in shapes for y in (s.centre[1] - s.radius * s.stretch[1], s.centre[1] + s.radius * s.stretch[1])]
+    return min(xs), min(ys), max(xs), max(ys)
 
 
 def _shift_on_package(extent: tuple[float, float, float, float], rng: np.random.Generator) -> Point:
@@ -793,7 +797,8 @@ def _shadow(rng: np.random.Generator, quads: dict[str, np.ndarray], frame: tuple
     offset = np.array([rng.uniform(-25, 25), rng.uniform(0, 30)])
     for quad in quads.values():
         draw.polygon([tuple(p) for p in (quad + offset) / factor], fill=255)
-    blurred = mask.filter(ImageFilter.GaussianBlur(rng.uniform(5, 20) / factor)).resize(frame, Image.Resampling.BILINEAR)
+    blurred = mask.filter(ImageFilter.GaussianBlur(rng.uniform(5, 20) / factor))
+    blurred = blurred.resize(frame, Image.Resampling.BILINEAR)
     return np.asarray(blurred, np.float32) / 255.0 * rng.uniform(0.25, 0.6)
 
 
@@ -875,7 +880,8 @@ def plan_split(seed: int, split: str, size: int, products: int, kinds: Sequence[
     rng = np.random.default_rng([seed, _PLAN_STREAM, _SPLIT_IDS[split]])
     n_genuine, n_fake = size - size // 2, size // 2
     entries = [("genuine", i % products, "") for i in range(n_genuine)]
-    defects = rng.permutation(np.resize(np.array(kinds), n_fake))
+    # Shuffle the kinds before tiling, so small splits do not always get the first kinds.
+    defects = rng.permutation(np.resize(rng.permutation(np.array(kinds)), n_fake))
     entries += [("counterfeit", i % products, str(defects[i])) for i in range(n_fake)]
     order = rng.permutation(size)
     return sorted((ImageJob(split, int(order[k]), *entries[k]) for k in range(size)), key=lambda job: job.index)
