@@ -54,7 +54,7 @@ demo-model: install-dev
 	$(BIN)/counterfeit train $(DEMO_DATA) --out $(DEMO_RUN) --seed 0
 	$(BIN)/counterfeit evaluate $(DEMO_DATA)/test --model $(DEMO_RUN)/model.onnx --report $(DEMO_RUN)/report
 	cp $(DEMO_RUN)/model.onnx inference/demo/model.onnx
-	$(PY) -m training.model_card $(DEMO_RUN) --out inference/demo/MODEL_CARD.md
+	$(PY) -m training.model_card $(DEMO_RUN) --demo --out inference/demo/MODEL_CARD.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -14,7 +14,6 @@ from inference.preprocess import PreprocessSpec
 
 FORMAT = "counterfeit-detector/1"
 REQUIRED_KEYS = ("format", "name", "version", "classes", "preprocess", "thresholds", "temperature")
-VERSION_KEY = "version"
 
 
 class ModelFileError(ValueError):

@@ -266,3 +266,18 @@ def test_import_has_no_side_effects_and_no_torch():
     code = ("import sys, training.synth; "
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_an_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch):
+    calls = []
+
+    def fail_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return b"jpeg", 90
+
+    monkeypatch.setattr(synth, "make_image", fail_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "out", n_train=4, n_val=2, n_test=2, progress=False)
+    assert list(tmp_path.iterdir()) == []

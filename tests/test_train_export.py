@@ -143,3 +143,22 @@ def test_config_errors_are_actionable(tmp_path):
         TrainConfig.from_toml(tmp_path / "run.toml")
     (tmp_path / "run.toml").write_text('epochs = 3\nimage_size = [128, 96]\n')
     assert replace(TrainConfig.from_toml(tmp_path / "run.toml")).image_size == (128, 96)
+
+
+def test_ctrl_c_keeps_the_last_completed_epoch(synth_data, tmp_path, monkeypatch, run_cli):
+    import training.train as train
+
+    real_epoch, calls = train.train_one_epoch, []
+
+    def interrupted_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted_in_epoch_2)
+    code, _, err = run_cli("train", synth_data, "--out", tmp_path / "run", "--epochs", "3", "--image-size", "64x48")
+    assert code == 130 and "last completed epoch" in err
+    model, config, checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["epoch"] == 1 and config.epochs == 3
+    assert not list((tmp_path / "run").glob("*.tmp"))

@@ -20,7 +20,7 @@ from torch import nn
 
 from inference.classes import CLASSES
 from inference.layout import Sample, image_files, list_split
-from inference.metadata import VERSION_KEY, ModelMetadata, Thresholds
+from inference.metadata import ModelMetadata, Thresholds
 from inference.predictor import INPUT_NAME, LOGITS_NAME, Predictor
 from training.checkpoint import load_checkpoint
 from training.data import PhotoDataset
@@ -79,7 +79,6 @@ def _set_props(proto: onnx.ModelProto, props: dict[str, str]) -> None:
     del proto.metadata_props[:]
     for key, value in sorted(props.items()):
         proto.metadata_props.add(key=key, value=value)
-    assert any(p.key == VERSION_KEY for p in proto.metadata_props)
 
 
 def _check_parity(model: nn.Module, path: Path, images: np.ndarray, tolerance: float) -> None:

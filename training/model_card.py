@@ -26,7 +26,7 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def render(run: Path) -> str:
+def render(run: Path, purpose: str = "") -> str:
     meta = Predictor(run / "model.onnx").metadata
     config = meta.train_config
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -35,8 +35,7 @@ def render(run: Path) -> str:
     lines = [
         f"# Model card: {meta.name} (version {meta.version})",
         "",
-        DEMO_PURPOSE,
-        "",
+        *([purpose, ""] if purpose else []),
         "## Model",
         f"- Architecture: torchvision `{config['arch']}`, weights `{config['weights']}`, 2 classes "
         f"(`genuine`, `counterfeit`)",
@@ -65,8 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Write a model card for a training run.")
     parser.add_argument("run", type=Path, help="RUN folder (with model.onnx, metrics.jsonl, report/metrics.json)")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
+    parser.add_argument("--demo", action="store_true", help="say that this is the synthetic-data demo model")
     args = parser.parse_args()
-    args.out.write_text(render(args.run))
+    args.out.write_text(render(args.run, DEMO_PURPOSE if args.demo else ""))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import io
 import math
 import multiprocessing
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -1001,14 +1002,27 @@ def write_dataset(out: Path, *, seed: int = 0, products: int = 3, n_train: int =
     frame = (int(image_size[0]), int(image_size[1]))
     designs = [make_product_design(seed, index) for index in range(products)]
     jobs = _plan_dataset(seed, products, sizes, held)
+    # Written into a hidden sibling and renamed at the end: an interrupted run leaves no half dataset.
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write_images(partial, seed, jobs, designs, frame, progress, out.name)
+        if out.is_dir():
+            out.rmdir()  # checked empty above
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return _summary(out, seed, jobs, held)
+
+
+def _write_images(root: Path, seed: int, jobs, designs, frame, progress: bool, name: str) -> None:
     rows = []
     # The pool is started before the progress bar, whose monitor thread should not be forked.
     with _rendered_images(seed, jobs, designs, frame) as results:
-        for job, (data, quality) in zip(_with_progress(jobs, progress, f"synth {out.name}"), results):
-            target = out / job.relative_path
+        for job, (data, quality) in zip(_with_progress(jobs, progress, f"synth {name}"), results):
+            target = root / job.relative_path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             rows.append({"path": job.relative_path, "split": job.split, "label": job.label,
                          "product": product_name(job.product_index), "defect": job.defect, "jpeg_quality": quality})
-    _write_manifest(out / "manifest.csv", rows)
-    return _summary(out, seed, jobs, held)
+    _write_manifest(root / "manifest.csv", rows)
