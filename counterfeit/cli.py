@@ -80,6 +80,16 @@ def _add_serve(sub) -> None:
     p.set_defaults(run=cmd_serve)
 
 
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="refit temperature and thresholds of a model file on labelled photos")
+    p.add_argument("model", type=Path, help="MODEL.onnx to recalibrate (left unchanged)")
+    p.add_argument("data", type=Path, help="a folder with genuine/ and counterfeit/ (or a DATA root: its val/)")
+    p.add_argument("--out", type=Path, required=True, help="NEW.onnx to write")
+    p.add_argument("--target-precision", type=float, help="precision each decided verdict must reach "
+                   "(default: the model's training target)")
+    p.set_defaults(run=cmd_calibrate)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model file on a labelled folder (default: DATA/test)")
     p.add_argument("data", type=Path, help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
@@ -91,7 +101,7 @@ def _add_evaluate(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="counterfeit", description="Tell genuine products from counterfeits by their photos.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for add in (_add_synth, _add_train, _add_export, _add_evaluate, _add_screen, _add_serve):
+    for add in (_add_synth, _add_train, _add_export, _add_calibrate, _add_evaluate, _add_screen, _add_serve):
         add(sub)
     return parser
 
@@ -169,6 +179,21 @@ def cmd_export(args) -> int:
     except (ValueError, export.ExportError) as exc:
         raise CliError(str(exc)) from exc
     print(f"wrote {args.out} (version {metadata.version}), verified against torch", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    calibrate = _training_module("calibrate")
+    from inference.metadata import ModelFileError
+
+    if args.target_precision is not None and not 0.5 <= args.target_precision < 1:
+        raise CliError(f"--target-precision must be in [0.5, 1), got {args.target_precision}")
+    try:
+        meta = calibrate.recalibrate(args.model, args.data, args.out, args.target_precision)
+    except (ValueError, ModelFileError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {args.out} (version {meta.version}): temperature {meta.temperature:.3f}, "
+          f"thresholds low {meta.thresholds.low:.4f} high {meta.thresholds.high:.4f}", file=sys.stderr)
     return 0
 
 

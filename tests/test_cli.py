@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from inference.predictor import Predictor
@@ -95,3 +96,22 @@ def test_export_reproduces_the_trained_model_file(run_cli, trained_run, tmp_path
 def test_export_of_a_missing_checkpoint_exits_2(run_cli, tmp_path):
     code, _, err = run_cli("export", tmp_path / "none.pt", "--out", tmp_path / "m.onnx")
     assert code == 2 and "Checkpoint not found" in one_line(err)
+
+
+def test_calibrate_rewrites_only_the_calibration(run_cli, synth_data, model_path, tmp_path):
+    code, _, err = run_cli("calibrate", model_path, synth_data / "test", "--out", tmp_path / "new.onnx",
+                           "--target-precision", "0.9")
+    assert code == 0 and "thresholds" in err
+    old, new = Predictor(model_path), Predictor(tmp_path / "new.onnx")
+    assert new.metadata.version != old.metadata.version
+    assert new.metadata.metrics["calibration_n"] == 8
+    assert new.metadata.metrics["calibration_target_precision"] == 0.9
+    images = np.random.default_rng(0).normal(size=(2, 3, 48, 64)).astype(np.float32)
+    assert np.array_equal(new.logits(images), old.logits(images))  # same graph, same weights
+
+
+def test_calibrate_bad_target_exits_2(run_cli, synth_data, model_path, tmp_path):
+    code, _, err = run_cli("calibrate", model_path, synth_data / "val", "--out", tmp_path / "n.onnx",
+                           "--target-precision", "1.5")
+    assert code == 2 and "--target-precision must be in [0.5, 1)" in one_line(err)
+    assert not (tmp_path / "n.onnx").exists()

@@ -38,10 +38,15 @@ from inference.metrics import roc_auc
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
-# Near-duplicate = perceptual hashes differ in at most this many of 64 bits, for the closest of the 8
-# rotations/mirror images. Calibrated on synth photos: re-encoded, resized, rotated and mirrored copies
-# stay within 0-4 bits, while different photos of the same product are 14+ bits apart.
-NEAR_DUPLICATE_BITS = 8
+# Near-duplicates are found in two steps. Candidates: 64-bit DCT perceptual hashes within this many bits,
+# for the closest of the 8 rotations/mirror images. Calibrated on 640x480 synth photos: re-encoded,
+# resized (to 1/3), PNG, rotated and mirrored copies stay within 8 bits; but two different photos of one
+# product can also be 8 bits apart (the hash sees only the coarse layout of a box on a background).
+CANDIDATE_BITS = 12
+# Confirmed: the candidates' 16x16 colour thumbnails, aligned, correlate at least this much. Copies
+# above score >= 0.99, different photos of the same product <= 0.87 (backgrounds and poses differ).
+MIN_THUMBNAIL_CORRELATION = 0.92
+THUMBNAIL_SIDE = 16
 SHORTCUT_WARNING_AUC = 0.75
 SHORTCUT_ERROR_AUC = 0.95
 # A shortcut must also beat chance by this many standard errors of the AUC under no signal, so a
@@ -193,6 +198,7 @@ class FileFacts:
     subsampling: str = ""
     progressive: bool = False
     phashes: tuple[int, ...] = ()  # 64-bit DCT hash of each of the 8 DIHEDRAL_NAMES variants
+    thumbnail: bytes = b""  # THUMBNAIL_SIDE^2 RGB pixels, upright as stored, to confirm near-duplicates
 
 
 def inspect_file(path: Path, relative: str) -> FileFacts:
@@ -208,6 +214,7 @@ def inspect_file(path: Path, relative: str) -> FileFacts:
     facts.format, facts.width, facts.height = loaded.format, loaded.width, loaded.height
     _read_header(data, facts)
     facts.phashes = dihedral_phashes(loaded.image)
+    facts.thumbnail = loaded.image.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX).tobytes()
     return facts
 
 
@@ -304,13 +311,20 @@ def _dct_matrix(n: int) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
+def dihedral(pixels: np.ndarray, variant: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Variant 0..7 of DIHEDRAL_NAMES: rotations of the image (0-3) or of its mirror image (4-7)."""
+    if variant >= 4:
+        pixels = np.flip(pixels, axis=axes[1])
+    return np.rot90(pixels, variant % 4, axes=axes)
+
+
 def dihedral_phashes(image: Image.Image) -> tuple[int, ...]:
     """The 64-bit DCT perceptual hash of the image and of its 7 other rotations/mirror images.
 
     A 32x32 area-averaged grayscale thumbnail keeps the layout and forgets resolution and compression;
     the 8x8 lowest frequencies compared with their median give the bits (as pHash does)."""
     gray = np.asarray(image.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), np.float32)
-    variants = np.stack([np.rot90(pixels, k) for pixels in (gray, gray[:, ::-1]) for k in range(4)])
+    variants = np.stack([dihedral(gray, variant) for variant in range(8)])
     matrix = _dct_matrix(HASH_SIDE)
     low = (matrix @ variants @ matrix.T)[:, :8, :8].reshape(8, 64)
     bits = low > np.median(low, axis=1, keepdims=True)
@@ -329,24 +343,45 @@ def popcount(values: np.ndarray) -> np.ndarray:
     return _byte_popcounts()[values.view(np.uint8)].reshape(*values.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
-def near_duplicate_pairs(phashes: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS,
+def near_duplicate_pairs(phashes: np.ndarray, thumbnails: np.ndarray, *, max_bits: int = CANDIDATE_BITS,
+                         min_correlation: float = MIN_THUMBNAIL_CORRELATION,
                          block: int = 256) -> list[tuple[int, int, int, int]]:
-    """(i, j, bits, variant) for each i < j whose hashes differ in <= max_bits bits.
+    """(i, j, bits, variant) for each i < j where variant `variant` of i is a near-duplicate of j.
 
-    phashes is (n, 8) uint64: each file's 8 dihedral variants. Comparing every variant of i with j
-    as stored finds j even when it is a rotated or mirrored copy of i. Row blocks keep memory small."""
+    phashes is (n, 8) uint64, each file's 8 dihedral hashes; thumbnails (n, side, side, 3) uint8.
+    Comparing every variant of i with j as stored finds j even when it is a rotated or mirrored copy.
+    Row blocks keep memory small; only candidates within max_bits get the thumbnail comparison."""
     n, pairs = len(phashes), []
-    stored = phashes[:, 0]
+    stored, unit = phashes[:, 0], _unit_thumbnails(thumbnails)
     for start in range(0, n, block):
         rows = phashes[start:start + block]
         distance = np.full((len(rows), n - start), 255, np.uint8)
         for variant in range(phashes.shape[1]):
             np.minimum(distance, popcount(rows[:, variant, None] ^ stored[None, start:]), out=distance)
         upper = np.arange(n - start)[None, :] > np.arange(len(rows))[:, None]  # each pair once, i < j
-        for i, j in zip(*np.nonzero((distance <= max_bits) & upper)):
-            bits = popcount(phashes[start + i] ^ stored[start + j])
-            pairs.append((start + int(i), start + int(j), int(bits.min()), int(bits.argmin())))
+        first, second = np.nonzero((distance <= max_bits) & upper)
+        pairs += _confirmed(phashes, unit, first + start, second + start, min_correlation)
     return pairs
+
+
+def _unit_thumbnails(thumbnails: np.ndarray) -> np.ndarray:
+    """Thumbnails minus their mean, scaled to unit length: a dot product is then their correlation."""
+    centred = thumbnails.astype(np.float32) - thumbnails.mean(axis=(1, 2, 3), keepdims=True, dtype=np.float32)
+    norms = np.sqrt((centred ** 2).sum(axis=(1, 2, 3), keepdims=True))
+    return centred / np.maximum(norms, 1e-6)  # a flat thumbnail correlates with nothing
+
+
+def _confirmed(phashes, unit, first, second, min_correlation) -> list[tuple[int, int, int, int]]:
+    """The candidate pairs whose thumbnails, turned the way the hashes matched, correlate enough."""
+    bits = popcount(phashes[first] ^ phashes[second, :1])  # (k, 8): each variant of first vs second
+    variants = bits.argmin(axis=1)
+    keep = np.zeros(len(first), bool)
+    for variant in np.unique(variants):
+        chosen = variants == variant
+        turned = dihedral(unit[first[chosen]], int(variant), axes=(1, 2))
+        keep[chosen] = (turned * unit[second[chosen]]).sum(axis=(1, 2, 3)) >= min_correlation
+    return [(int(i), int(j), int(bits[k].min()), int(variants[k])) for k, i, j in
+            zip(np.flatnonzero(keep), first[keep], second[keep])]
 
 
 # --------------------------------------------------------------------------- check 1: files
@@ -409,17 +444,33 @@ def duplicate_findings(entries: list[Entry], facts: list[FileFacts]) -> tuple[li
     """Groups of identical or near-duplicate photos: across splits or labels an error, else a warning."""
     decoded = [i for i, f in enumerate(facts) if f.phashes]
     phashes = np.array([facts[i].phashes for i in decoded], np.uint64).reshape(len(decoded), 8)
-    pairs = [(decoded[i], decoded[j], bits, variant) for i, j, bits, variant in near_duplicate_pairs(phashes)]
+    side = THUMBNAIL_SIDE
+    thumbnails = np.frombuffer(b"".join(facts[i].thumbnail for i in decoded), np.uint8).reshape(-1, side, side, 3)
+    pairs = [(decoded[i], decoded[j], bits, variant)
+             for i, j, bits, variant in near_duplicate_pairs(phashes, thumbnails)]
+    found = {(i, j) for i, j, _, _ in pairs}
+    pairs += [pair for pair in _identical_pairs(decoded, facts) if pair[:2] not in found]
     groups = _connected_groups(pairs)
     group_of = {i: number for number, group in enumerate(groups) for i in group}
     pairs_of = defaultdict(list)
     for pair in pairs:
         pairs_of[group_of[pair[0]]].append(pair)
     findings = [_group_finding(group, entries, facts, pairs_of[n]) for n, group in enumerate(groups)]
-    stats = {"threshold_bits": NEAR_DUPLICATE_BITS, "pairs": len(pairs), "groups": len(groups),
+    stats = {"candidate_bits": CANDIDATE_BITS, "min_thumbnail_correlation": MIN_THUMBNAIL_CORRELATION, "pairs": len(pairs), "groups": len(groups),
              "identical_groups": sum(len({facts[i].sha256 for i in group}) == 1 for group in groups),
              "files_in_groups": len(group_of), "leaks": sum(f.severity == ERROR for f in findings)}
     return findings, stats
+
+
+def _identical_pairs(decoded: list[int], facts: list[FileFacts]) -> list[tuple[int, int, int, int]]:
+    """Byte-identical files, whatever their pixels (a flat image has no usable thumbnail correlation)."""
+    first_with: dict[str, int] = {}
+    pairs = []
+    for i in decoded:
+        if facts[i].sha256 in first_with:
+            pairs.append((first_with[facts[i].sha256], i, 0, 0))
+        first_with.setdefault(facts[i].sha256, i)
+    return pairs
 
 
 def _connected_groups(pairs: list[tuple[int, int, int, int]]) -> list[list[int]]:

@@ -37,7 +37,7 @@ def export(model: nn.Module, metadata: ModelMetadata, out: Path, images: np.ndar
     """Write `out` (atomically) and return the metadata with its version filled in."""
     model = model.eval().cpu()
     proto = onnx.load_from_string(_trace(model, metadata))
-    metadata = _stamp(proto, metadata)
+    metadata = stamp_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(proto.SerializeToString())
@@ -66,7 +66,7 @@ def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
     return buffer.getvalue()
 
 
-def _stamp(proto: onnx.ModelProto, metadata: ModelMetadata) -> ModelMetadata:
+def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> ModelMetadata:
     """Write the metadata; its version is the SHA-256 of the model serialised with an empty version."""
     _set_props(proto, replace(metadata, version="").to_props())
     version = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:16]

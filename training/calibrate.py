@@ -1,0 +1,52 @@
+"""`counterfeit calibrate MODEL.onnx DATA/val --out NEW.onnx`: refit temperature and thresholds on new
+labelled photos without retraining. The graph is untouched; only the metadata (and so the version) change."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from inference.calibration import calibrate
+from inference.images import ImageError
+from inference.layout import DataError, Sample, list_labelled, resolve_labelled
+from inference.metadata import ModelMetadata
+from inference.predictor import Predictor
+from inference.preprocess import preprocess
+from training.export import stamp_metadata
+
+
+def labelled_logits(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and labels for labelled files, decoded and preprocessed exactly as in serving."""
+    arrays = []
+    for sample in samples:
+        try:
+            arrays.append(preprocess(predictor.load(sample.path.read_bytes()).image, predictor.spec))
+        except ImageError as exc:
+            raise DataError(f"{sample.path}: {exc.message} (remove it, or run `counterfeit data check`)") from exc
+    return predictor.logits(np.stack(arrays)), np.array([s.label for s in samples])
+
+
+def recalibrate(model: Path, data: Path, out: Path, target_precision: float | None = None) -> ModelMetadata:
+    """Write `out`: `model` with temperature and thresholds fitted on the labelled folder `data`."""
+    predictor = Predictor(model)
+    samples = list_labelled(resolve_labelled(data, "val"))
+    logits, labels = labelled_logits(predictor, samples)
+    target = target_precision or predictor.metadata.train_config.get("target_precision", 0.99)
+    temperature, thresholds = calibrate(logits, labels, target)
+    metadata = replace(predictor.metadata, temperature=temperature, thresholds=thresholds,
+                       metrics={**predictor.metadata.metrics, "calibrated_on": str(data), "calibration_n": len(labels),
+                                "calibration_target_precision": target})
+    proto = onnx.load_from_string(model.read_bytes())
+    metadata = stamp_metadata(proto, metadata)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(proto.SerializeToString())
+    try:
+        Predictor(tmp)  # the rewritten file must load and describe itself before it replaces anything
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return metadata
