@@ -40,12 +40,14 @@ def _add_synth(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on DATA and export RUN/model.onnx")
-    p.add_argument("data", type=Path, help="DATA folder with train/ and val/ (and optionally test/)")
-    p.add_argument("--out", type=Path, required=True, help="RUN folder for checkpoints, metrics, model.onnx")
+    p.add_argument("data", type=Path, nargs="?", help="DATA folder with train/ and val/ (and optionally test/)")
+    p.add_argument("--out", type=Path, help="RUN folder for checkpoints, metrics, model.onnx (required)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last completed epoch")
     p.add_argument("--config", type=Path, help="TOML file with TrainConfig fields; flags override it")
     p.add_argument("--arch", help="torchvision architecture (default mobilenet_v3_small)")
     p.add_argument("--weights", help="none | PATH to a local state_dict | torchvision weights name (needs internet)")
-    p.add_argument("--epochs", type=int, help="epochs (default 10)")
+    p.add_argument("--epochs", type=int, help="epochs (default 10); with --resume, the new total")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without val improvement (0: off)")
     p.add_argument("--image-size", help="model input WIDTHxHEIGHT in pixels (default 320x240)")
     p.add_argument("--batch-size", type=int, help="images per step (default 16)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
@@ -94,7 +96,7 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model file on a labelled folder (default: DATA/test)")
     p.add_argument("data", type=Path, help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
     p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
-    p.add_argument("--report", type=Path, help="write DIR/metrics.json and DIR/scores.jsonl")
+    p.add_argument("--report", type=Path, help="write DIR/metrics.json, DIR/report.html and its PNG plots")
     p.set_defaults(run=cmd_evaluate)
 
 
@@ -146,7 +148,7 @@ def train_config_from_args(args, config_module):
     base = config_module.TrainConfig.from_toml(args.config).to_dict() if args.config else {}
     flags = {"arch": args.arch, "weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size,
              "lr": args.lr, "target_precision": args.target_precision, "workers": args.workers,
-             "device": args.device, "seed": args.seed}
+             "device": args.device, "seed": args.seed, "patience": args.patience}
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.image_size:
         base["image_size"] = config_module.parse_image_size(args.image_size)
@@ -156,9 +158,15 @@ def train_config_from_args(args, config_module):
 
 def cmd_train(args) -> int:
     config_module, train = _training_module("config"), _training_module("train")
+    if args.resume is None and (args.data is None or args.out is None):
+        raise CliError("give DATA and --out RUN to train, or --resume RUN to continue a run")
+    args.out = args.out or args.resume
     try:
-        config = train_config_from_args(args, config_module)
-        summary = train.fit(config)
+        if args.resume:
+            config = train.resume_config(args.resume, args.epochs)
+        else:
+            config = train_config_from_args(args, config_module)
+        summary = train.fit(config, resume=args.resume is not None)
     except KeyboardInterrupt:
         print(f"counterfeit train: interrupted; the last completed epoch is in {args.out}/last.pt and the best "
               f"in {args.out}/checkpoint.pt (export it with: counterfeit export {args.out}/checkpoint.pt "
@@ -166,6 +174,8 @@ def cmd_train(args) -> int:
         return EXIT_INTERRUPTED
     except ValueError as exc:  # DataError, WeightsError, config errors: all say what to fix
         raise CliError(str(exc)) from exc
+    if "model" not in summary:  # a non-zero rank of a torchrun job: rank 0 reports
+        return 0
     best = summary["best"]
     print(f"best epoch {best['epoch']}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
           f"wrote {summary['model']} (version {summary['version']})", file=sys.stderr)
@@ -256,8 +266,21 @@ def cmd_evaluate(args) -> int:
     for error in metrics["errors"]:
         print(f"skipped {error['path']}: {error['error']}", file=sys.stderr)
     if args.report:
-        print(f"wrote {write_report(metrics, args.report)}", file=sys.stderr)
+        write_report(metrics, args.report)
+        print(f"wrote {_html_report(metrics, args.report)}", file=sys.stderr)
     return 0
+
+
+def _html_report(metrics: dict, report_dir: Path) -> Path:
+    from inference.report import write_html_report
+
+    try:
+        return write_html_report(metrics, report_dir)
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        raise CliError(f"metrics.json is written; the plots need matplotlib: pip install "
+                       f"'counterfeit-detector[report]'") from exc
 
 
 def cmd_serve(args) -> int:

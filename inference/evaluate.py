@@ -32,12 +32,17 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(precision_at_k[hits].mean())
 
 
+def score_bins(scores: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Index of the equal-width score bin of each score; a score of exactly 1 goes in the last bin."""
+    return np.minimum((np.asarray(scores) * bins).astype(int), bins - 1)
+
+
 def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """Mean |observed counterfeit rate - mean score| over equal-width score bins, weighted by bin size."""
     scores, labels = np.asarray(scores), np.asarray(labels)
     if len(scores) == 0:
         return float("nan")
-    bin_of = np.minimum((scores * bins).astype(int), bins - 1)
+    bin_of = score_bins(scores, bins)
     gaps = [abs(labels[bin_of == b].mean() - scores[bin_of == b].mean()) * (bin_of == b).sum()
             for b in range(bins) if (bin_of == b).any()]
     return float(sum(gaps) / len(scores))

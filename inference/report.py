@@ -5,7 +5,7 @@ honest probabilities, which product lines are weak and which photos it gets most
 
 matplotlib is imported only when plots are drawn: it belongs to an optional extra, and importing this
 module (e.g. from the CLI) must stay cheap and work on a serving install. A missing matplotlib
-surfaces as ModuleNotFoundError(name="matplotlib") before anything is written.
+surfaces as ModuleNotFoundError(name="matplotlib") before any file is written.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE, VERDICTS
-from inference.evaluate import ECE_BINS
+from inference.classes import COUNTERFEIT, GENUINE, VERDICTS
+from inference.evaluate import ECE_BINS, score_bins
 from inference.images import ImageError, load_image
 from inference.metadata import Thresholds
 from inference.predictor import verdict_for
@@ -98,16 +98,14 @@ def curve_area(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def precision_recall_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(recall, precision) at each distinct threshold, highest first. ValueError without a counterfeit."""
+    """(recall, precision) at each distinct threshold that flags one more counterfeit, highest threshold
+    first. ValueError without a counterfeit."""
     tp, fp = _cumulative_hits(scores, labels)
     if not len(tp) or tp[-1] == 0:
         raise ValueError("A precision-recall curve needs at least one counterfeit image.")
-    return tp / tp[-1], tp / (tp + fp)
-
-
-def _bin_of(scores: np.ndarray, bins: int) -> np.ndarray:
-    """Equal-width bin index of each score, 1.0 in the last bin (as expected_calibration_error does)."""
-    return np.minimum((scores * bins).astype(int), bins - 1)
+    # Only thresholds that add a counterfeit move recall; the others would draw spurious vertical dips.
+    moves = np.diff(np.r_[0, tp]) > 0
+    return tp[moves] / tp[-1], tp[moves] / (tp[moves] + fp[moves])
 
 
 def reliability_bins(scores, labels, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,7 +115,7 @@ def reliability_bins(scores, labels, bins: int = ECE_BINS) -> tuple[np.ndarray, 
     figure next to it describe the same thing.
     """
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-    bin_of = _bin_of(scores, bins)
+    bin_of = score_bins(scores, bins)
     used = [b for b in range(bins) if (bin_of == b).any()]
     return (np.array([scores[bin_of == b].mean() for b in used]),
             np.array([labels[bin_of == b].mean() for b in used]),
@@ -131,7 +129,7 @@ def write_plots(metrics: dict, scores: np.ndarray, labels: np.ndarray, report_di
     """Every plot is always written, with a note instead of a curve where it is undefined, so the HTML
     never shows a broken image."""
     paths = []
-    for name, draw in PLOTS.items():
+    for name, (draw, _) in PLOTS.items():
         figure, axes = _new_figure()
         draw(axes, scores, labels, metrics)
         paths.append(report_dir / name)
@@ -160,7 +158,7 @@ def _plot_roc(axes, scores, labels, metrics) -> None:
     try:
         fpr, tpr = roc_curve(scores, labels)
     except ValueError as exc:
-        return _note(axes, "ROC curve", f"{exc}\nThis data has only one class.")
+        return _note(axes, "ROC curve", str(exc))
     axes.plot(fpr, tpr, color="tab:purple", lw=2, label=f"model (AUC = {_fmt(metrics.get('roc_auc'), '3f')})")
     axes.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="chance (AUC = 0.5)")
     _unit_square(axes, "False positive rate\n(genuine flagged as counterfeit)",
@@ -192,7 +190,7 @@ def _plot_reliability(axes, scores, labels, metrics) -> None:
     # Counts on a second axis, drawn behind: a bin of 2 images is not evidence of anything.
     count_axes = axes.twinx()
     edges = np.arange(ECE_BINS) / ECE_BINS
-    bin_counts = np.bincount(_bin_of(scores, ECE_BINS), minlength=ECE_BINS)
+    bin_counts = np.bincount(score_bins(scores, ECE_BINS), minlength=ECE_BINS)
     count_axes.bar(edges, bin_counts, width=1 / ECE_BINS, align="edge", color="lightgrey", edgecolor="white")
     count_axes.set_ylabel("images per score bin", color="grey")
     axes.set_zorder(count_axes.get_zorder() + 1)
@@ -209,8 +207,9 @@ def _plot_histogram(axes, scores, labels, metrics) -> None:
     axes.axvspan(thresholds.low, thresholds.high, color="gold", alpha=0.25, label="inconclusive band")
     edges = np.linspace(0, 1, 21)
     for label, name in enumerate(CLASS_NAMES):
-        axes.hist(scores[labels == label], bins=edges, alpha=0.6, color=CLASS_COLORS[name],
-                  label=f"truly {name} ({int((labels == label).sum())})")
+        axes.hist(scores[labels == label], bins=edges, histtype="stepfilled", alpha=0.45, lw=1.5,
+                  color=CLASS_COLORS[name], edgecolor=CLASS_COLORS[name],
+                  label=f"truly {name} ({int((labels == label).sum())} images)")
     for value, which in ((thresholds.low, "low"), (thresholds.high, "high")):
         axes.axvline(value, color="black", ls=":", lw=1)
         axes.annotate(f"{which} {value:.2f}", (value, 1.0), xycoords=("data", "axes fraction"),
@@ -219,12 +218,12 @@ def _plot_histogram(axes, scores, labels, metrics) -> None:
     axes.set_xlabel("Score (calibrated P(counterfeit))")
     axes.set_ylabel("Images")
     axes.set_title("Score distribution by true class", pad=14)
-    axes.legend(loc="upper center", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
 
 
 def _plot_confusion(axes, scores, labels, metrics) -> None:
     counts = np.array([[metrics["confusion"][truth][verdict] for verdict in VERDICTS] for truth in CLASS_NAMES])
-    axes.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1))
+    axes.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1), aspect="auto")
     dark = counts > counts.max() / 2
     for (row, col), count in np.ndenumerate(counts):
         axes.text(col, row, str(count), ha="center", va="center", fontsize=14,
@@ -243,12 +242,14 @@ def _unit_square(axes, xlabel: str, ylabel: str) -> None:
     axes.grid(alpha=0.3)
 
 
+# file name -> (how to draw it, what it shows, for the HTML caption)
 PLOTS = {
-    "roc.png": _plot_roc,
-    "pr.png": _plot_pr,
-    "reliability.png": _plot_reliability,
-    "histogram.png": _plot_histogram,
-    "confusion.png": _plot_confusion,
+    "roc.png": (_plot_roc, "Counterfeits caught against genuine items flagged, over every possible threshold."),
+    "pr.png": (_plot_pr, "Of the images flagged, the share truly counterfeit, as more counterfeits are caught."),
+    "reliability.png": (_plot_reliability,
+                        "Scores against reality: on the diagonal, a score of 0.8 means 80% of such items are fakes."),
+    "histogram.png": (_plot_histogram, "Where each true class scores; the shaded band gets no verdict."),
+    "confusion.png": (_plot_confusion, "True class against verdict, in images."),
 }
 
 
@@ -329,8 +330,8 @@ def _header_section(metrics: dict) -> str:
     model, thresholds = metrics["model"], metrics["thresholds"]
     return (f"<h1>Evaluation report: {_e(model['name'])}</h1>"
             f'<p class="meta">Model <b>{_e(model["name"])}</b>, version <code>{_e(model["version"])}</code>. '
-            f"Verdict <i>counterfeit</i> when score &ge; {_e(thresholds['high'])}, <i>genuine</i> when "
-            f"score &le; {_e(thresholds['low'])}, <i>inconclusive</i> in between. "
+            f"Verdict <i>counterfeit</i> when score &ge; {thresholds['high']:.4g}, <i>genuine</i> when "
+            f"score &le; {thresholds['low']:.4g}, <i>inconclusive</i> in between. "
             "The score is the calibrated probability that the item is counterfeit.</p>")
 
 
@@ -341,8 +342,8 @@ def _summary_section(metrics: dict) -> str:
 
 
 def _plots_section(plot_names: list[str]) -> str:
-    figures = "".join(f'<figure><img src="{_e(name)}" alt="{_e(name)}" width="{FIG_SIZE[0] * DPI}"></figure>'
-                      for name in plot_names)
+    figures = "".join(f'<figure><img src="{_e(name)}" alt="{_e(PLOTS[name][1])}" width="{FIG_SIZE[0] * DPI}">'
+                      f"<figcaption>{_e(PLOTS[name][1])}</figcaption></figure>" for name in plot_names)
     return f'<h2>Plots</h2><div class="plots">{figures}</div>'
 
 
@@ -371,7 +372,9 @@ def _mistakes_section(mistakes: list[dict]) -> str:
         return heading + "<p>No image's score leans towards the wrong class.</p>"
     cards = "".join(_mistake_card(m) for m in mistakes)
     return (heading + f"<p>The {len(mistakes)} images the model is most confidently wrong about: genuine items "
-            "with the highest scores, counterfeits with the lowest.</p>" + f'<div class="mistakes">{cards}</div>')
+            "with the highest scores, counterfeits with the lowest (every score on the wrong side of 0.5; the "
+            "verdict says whether it was decided wrong or left inconclusive).</p>"
+            f'<div class="mistakes">{cards}</div>')
 
 
 def _mistake_card(mistake: dict) -> str:
@@ -380,8 +383,9 @@ def _mistake_card(mistake: dict) -> str:
     else:
         picture = f'<div class="nopreview">no preview: {_e(mistake["preview_error"])}</div>'
     truth = CLASS_NAMES[mistake["label"]]
+    # 4 decimals: with 3, a wrong-side 0.49996 would print as a right-looking 0.500.
     return (f'<figure class="mistake">{picture}<figcaption><code>{_e(mistake["path"])}</code><br>'
-            f"truly <b>{_e(truth)}</b>, score {float(mistake['score']):.3f}, "
+            f"truly <b>{_e(truth)}</b>, score {float(mistake['score']):.4f}, "
             f"said <b>{_e(mistake['verdict'])}</b></figcaption></figure>")
 
 
@@ -405,7 +409,9 @@ table.products td:not(:first-child), table.confusion td:not(:first-child) { text
 .meta { color: #444; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; }
+.plots figure { max-width: 500px; }
 .plots img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.plots figcaption { font-size: 0.85em; color: #555; }
 .mistakes { display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 1em; }
 .mistake img { max-width: 200px; display: block; }
 .mistake figcaption { font-size: 0.85em; word-break: break-all; }

@@ -72,3 +72,18 @@ def run_cli(capsys):
 
     return run
 
+
+
+def ctrl_c_in_epoch(monkeypatch, epoch: int) -> None:
+    """Make training raise KeyboardInterrupt as epoch `epoch` starts, as a Ctrl-C would."""
+    import training.train as train
+
+    real_epoch, calls = train.train_one_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted)

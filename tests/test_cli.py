@@ -20,7 +20,7 @@ def one_line(text: str) -> str:
     [
         ((), "the following arguments are required: COMMAND"),
         (("fly",), "invalid choice: 'fly'"),
-        (("train",), "the following arguments are required: data, --out"),
+        (("train",), "give DATA and --out RUN to train, or --resume RUN"),
         (("screen", "x", "--nope"), "unrecognized arguments: --nope"),
         (("train", "d", "--out", "r", "--epochs", "many"), "invalid int value: 'many'"),
     ],
@@ -85,6 +85,7 @@ def test_evaluate_writes_metrics(run_cli, synth_data, model_path, tmp_path):
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert {"roc_auc", "pr_auc", "accuracy_decided", "inconclusive_rate", "ece", "n"} <= set(metrics)
     assert metrics["n"] == 8 and set(metrics["per_product"]) == {"product-a", "product-b"}
+    assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "roc.png").is_file()
 
 
 def test_export_reproduces_the_trained_model_file(run_cli, trained_run, tmp_path):

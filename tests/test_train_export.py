@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 import torchvision
+from conftest import ctrl_c_in_epoch
 
 from inference.layout import DataError, list_split
 from inference.metadata import ModelMetadata
@@ -146,17 +147,7 @@ def test_config_errors_are_actionable(tmp_path):
 
 
 def test_ctrl_c_keeps_the_last_completed_epoch(synth_data, tmp_path, monkeypatch, run_cli):
-    import training.train as train
-
-    real_epoch, calls = train.train_one_epoch, []
-
-    def interrupted_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_one_epoch", interrupted_in_epoch_2)
+    ctrl_c_in_epoch(monkeypatch, 2)
     code, _, err = run_cli("train", synth_data, "--out", tmp_path / "run", "--epochs", "3", "--image-size", "64x48")
     assert code == 130 and "last completed epoch" in err
     model, config, checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")

@@ -18,7 +18,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: Path, model: nn.Module, config: TrainConfig, **fields) -> None:
     """Write to a temporary file, then rename: an interrupted save never leaves a broken checkpoint."""
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     payload = {"model": state, "config": config.to_dict(), **fields}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -45,6 +45,6 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig, dict]:
     return model.eval(), config, checkpoint
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside a DistributedDataParallel wrapper, if any."""
     return getattr(model, "module", model)

@@ -22,6 +22,7 @@ class TrainConfig:
     arch: str = "mobilenet_v3_small"
     weights: str = "none"  # none | PATH to a local state_dict | a torchvision weights name (needs internet)
     epochs: int = 10
+    patience: int = 0  # early stopping: stop after this many epochs without val improvement; 0 = off
     image_size: tuple[int, int] = (320, 240)  # model input width, height (pixels); the frame is letterboxed
     batch_size: int = 16
     optimizer: str = "adamw"

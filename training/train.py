@@ -6,9 +6,12 @@ RUN/checkpoint.pt (RUN/last.pt is the latest epoch), logs RUN/metrics.jsonl and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,8 @@ from tqdm import tqdm
 
 from inference.calibration import calibrate
 from inference.metrics import roc_auc
-from training.checkpoint import save_checkpoint
+from training import distributed
+from training.checkpoint import save_checkpoint, unwrap
 from training.config import TrainConfig
 from training.data import PhotoDataset, list_split, train_augmentation
 from training.export import export_checkpoint
@@ -30,14 +34,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA GPU is available: use --device cpu.")
-    return torch.device(name)
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -90,16 +86,66 @@ def evaluate(model, criterion, loader, device) -> tuple[dict, np.ndarray, np.nda
     return metrics, logits.numpy(), labels.numpy()
 
 
-def make_loaders(config: TrainConfig, generator: torch.Generator, progress: bool):
+@dataclass
+class Loop:
+    """Everything an epoch touches; its state is what last.pt saves and --resume restores."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    generator: torch.Generator
+    process: distributed.Process
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def restore(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def make_loaders(config: TrainConfig, generator: torch.Generator, process: distributed.Process, progress: bool):
     spec = config.preprocess_spec()
     train_set = PhotoDataset(list_split(config.data, "train"), spec, train_augmentation(spec),
                              progress="decode train" if progress else "")
     val_set = PhotoDataset(list_split(config.data, "val"), spec, progress="decode val" if progress else "")
     common = {"batch_size": config.batch_size, "num_workers": config.workers,
               "persistent_workers": config.workers > 0}
-    train_loader = torch.utils.data.DataLoader(train_set, shuffle=True, generator=generator, drop_last=False, **common)
+    sampler = None
+    if process.distributed:  # each process trains on its own shard of every epoch
+        sampler = torch.utils.data.DistributedSampler(train_set, seed=config.seed)
+    train_loader = torch.utils.data.DataLoader(train_set, shuffle=sampler is None, sampler=sampler,
+                                               generator=generator, **common)
     val_loader = torch.utils.data.DataLoader(val_set, shuffle=False, **common)
     return train_loader, val_loader
+
+
+def make_loop(config: TrainConfig, process: distributed.Process, progress: bool) -> Loop:
+    generator = seed_everything(config.seed)
+    model = build(config.arch)
+    load_weights(model, config.arch, config.weights)  # before decoding data: fail fast on bad weights
+    model = distributed.wrap(model.to(process.device), process)
+    train_loader, val_loader = make_loaders(config, generator, process, progress)
+    weights = class_weights(train_loader.dataset.labels()).to(process.device)
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    optimizer = make_optimizer(config, model)
+    scheduler = cosine_schedule(optimizer, config.epochs)
+    return Loop(model, criterion, optimizer, scheduler, train_loader, val_loader, generator, process)
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay from the base lr to 0 over `epochs`, stepped once per epoch.
+
+    Closed-form in the epoch number (not recursive like CosineAnnealingLR), so a run resumed with
+    more epochs follows the schedule of the new total.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
 
 
 def is_better(metrics: dict, best: dict | None) -> bool:
@@ -110,48 +156,113 @@ def is_better(metrics: dict, best: dict | None) -> bool:
     return auc > best_auc or (auc == best_auc and metrics["loss"] < best["loss"])
 
 
-def fit(config: TrainConfig, progress: bool = True) -> dict:
-    """Train, keep the best epoch, export. Returns a summary; raises DataError/ValueError on bad input."""
+def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dict:
+    """Train, keep the best epoch, export. With resume, continue RUN/last.pt. Raises ValueError on bad input."""
+    process = distributed.setup(config.device)
+    progress = progress and process.is_main
     out = Path(config.out)
+    try:
+        loop = make_loop(config, process, progress)
+        start, best = restore_run(loop, out / "last.pt") if resume else (1, None)
+        if process.is_main:
+            start_run_folder(out, config, keep_epochs_before=start)
+        best = run_epochs(config, loop, start, best, progress)
+        distributed.barrier(process)
+        if not process.is_main:
+            return {"best": best}
+        metadata = export_checkpoint(out / "checkpoint.pt", out / "model.onnx")
+        return {"best": best, "model": str(out / "model.onnx"), "version": metadata.version}
+    finally:
+        distributed.teardown(process)
+
+
+def start_run_folder(out: Path, config: TrainConfig, keep_epochs_before: int) -> None:
+    """Write config.json; keep only the metrics of epochs before the first one this run will do."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    generator = seed_everything(config.seed)
-    device = pick_device(config.device)
-    model = build(config.arch)
-    load_weights(model, config.arch, config.weights)  # before decoding data: fail fast on bad weights
-    model.to(device)
-    train_loader, val_loader = make_loaders(config, generator, progress)
-    criterion = nn.CrossEntropyLoss(
-        weight=class_weights(train_loader.dataset.labels()).to(device), label_smoothing=config.label_smoothing)
-    optimizer = make_optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    best = run_epochs(config, model, criterion, optimizer, scheduler, (train_loader, val_loader), device, progress)
-    metadata = export_checkpoint(out / "checkpoint.pt", out / "model.onnx")
-    return {"best": best, "model": str(out / "model.onnx"), "version": metadata.version}
+    metrics = out / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    kept = [line for line in lines if json.loads(line)["epoch"] < keep_epochs_before]
+    metrics.write_text("".join(line + "\n" for line in kept))
 
 
-def run_epochs(config, model, criterion, optimizer, scheduler, loaders, device, progress) -> dict:
-    out, (train_loader, val_loader), best = Path(config.out), loaders, None
-    metrics_file = (out / "metrics.jsonl").open("w")
-    for epoch in range(1, config.epochs + 1):
-        desc = f"epoch {epoch}/{config.epochs}" if progress else ""
-        train_metrics = train_one_epoch(model, criterion, optimizer, train_loader, device, desc)
-        scheduler.step()
-        val_metrics, logits, labels = evaluate(model, criterion, val_loader, device)
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                  **{f"train_{k}": v for k, v in train_metrics.items()}, **{f"val_{k}": v for k, v in val_metrics.items()}}
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=record)
-        if is_better(val_metrics, best):
-            best = {**val_metrics, "epoch": epoch}
-            temperature, thresholds = calibrate(logits, labels, config.target_precision)
-            calibration = {"temperature": temperature, "low": thresholds.low, "high": thresholds.high}
-            save_checkpoint(out / "checkpoint.pt", model, config, epoch=epoch, metrics=record, calibration=calibration)
+def resume_config(run: Path, epochs: int | None = None) -> TrainConfig:
+    """The config a run was started with (from RUN/last.pt), optionally with more epochs."""
+    last = Path(run) / "last.pt"
+    if not last.is_file():
+        raise ValueError(f"Cannot resume: {last} does not exist (has {run} completed an epoch?).")
+    values = torch.load(last, map_location="cpu", weights_only=True)["config"]
+    if epochs is not None:
+        values["epochs"] = epochs
+    return TrainConfig.from_dict({**values, "out": str(run)})
+
+
+def restore_run(loop: Loop, last: Path) -> tuple[int, dict | None]:
+    """-> (first epoch to run, best val metrics so far) from a previous run's last.pt."""
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    unwrap(loop.model).load_state_dict(checkpoint["model"])
+    loop.restore(checkpoint["loop"])
+    return checkpoint["epoch"] + 1, checkpoint.get("best")
+
+
+def run_epochs(config: TrainConfig, loop: Loop, start: int, best: dict | None, progress: bool) -> dict | None:
+    out, main = Path(config.out), loop.process.is_main
+    board = tensorboard_writer(out) if main else None
+    for epoch in range(start, config.epochs + 1):
+        record, logits, labels = run_epoch(loop, epoch, config.epochs, progress)
+        improved = is_better({"roc_auc": record["val_roc_auc"], "loss": record["val_loss"]}, best)
+        if improved:
+            best = {"roc_auc": record["val_roc_auc"], "loss": record["val_loss"],
+                    "accuracy": record["val_accuracy"], "epoch": epoch}
+        if main:
+            save_epoch(config, loop, record, best, (logits, labels) if improved else None, board)
         if progress:
             tqdm.write(_epoch_line(record, best))
-    metrics_file.close()
+        if config.patience and epoch - best["epoch"] >= config.patience:
+            if progress:
+                tqdm.write(f"early stop: no val improvement for {config.patience} epochs")
+            break
     return best
+
+
+def run_epoch(loop: Loop, epoch: int, epochs: int, progress: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+    if isinstance(loop.train_loader.sampler, torch.utils.data.DistributedSampler):
+        loop.train_loader.sampler.set_epoch(epoch)  # a different shuffle every epoch, agreed by all ranks
+    desc = f"epoch {epoch}/{epochs}" if progress else ""
+    train_metrics = train_one_epoch(loop.model, loop.criterion, loop.optimizer, loop.train_loader,
+                                    loop.process.device, desc)
+    loop.scheduler.step()
+    val_metrics, logits, labels = evaluate(unwrap(loop.model), loop.criterion, loop.val_loader, loop.process.device)
+    record = {"epoch": epoch, "lr": loop.optimizer.param_groups[0]["lr"],
+              **{f"train_{k}": v for k, v in train_metrics.items()}, **{f"val_{k}": v for k, v in val_metrics.items()}}
+    return record, logits, labels
+
+
+def save_epoch(config: TrainConfig, loop: Loop, record: dict, best: dict, val_outputs, board) -> None:
+    """Append metrics; save last.pt (to resume) and, when val improved, the calibrated checkpoint.pt."""
+    out = Path(config.out)
+    with (out / "metrics.jsonl").open("a") as metrics_file:
+        metrics_file.write(json.dumps(record) + "\n")
+    if board is not None:
+        for key, value in record.items():
+            board.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
+        board.flush()
+    save_checkpoint(out / "last.pt", loop.model, config, epoch=record["epoch"], metrics=record, best=best,
+                    loop=loop.state())
+    if val_outputs is not None:
+        temperature, thresholds = calibrate(*val_outputs, config.target_precision)
+        calibration = {"temperature": temperature, "low": thresholds.low, "high": thresholds.high}
+        save_checkpoint(out / "checkpoint.pt", loop.model, config, epoch=record["epoch"], metrics=record,
+                        calibration=calibration)
+
+
+def tensorboard_writer(out: Path):
+    """A SummaryWriter into RUN/tensorboard when tensorboard is installed, else None."""
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _epoch_line(record: dict, best: dict) -> str:
