@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a GPU when present")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--allow-data-errors", action="store_true",
+                   help="train even when `counterfeit data check` finds errors (leaks, broken files, shortcuts)")
     p.set_defaults(run=cmd_train)
 
 
@@ -92,6 +95,18 @@ def _add_calibrate(sub) -> None:
     p.set_defaults(run=cmd_calibrate)
 
 
+def _add_data(sub) -> None:
+    data = sub.add_parser("data", help="data tools: `counterfeit data check DATA`")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=Parser)
+    p = data_sub.add_parser("check", help="audit a DATA folder: broken files, duplicates and leaks, balance, "
+                            "shortcuts (exit 0 clean, 1 errors, 2 bad arguments)")
+    p.add_argument("data", type=Path, help="DATA folder with train/ and val/ (and optionally test/)")
+    p.add_argument("--report", type=Path, help="also write DIR/audit.json and DIR/report.html")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON instead of text")
+    p.add_argument("--strict", action="store_true", help="warnings count as errors for the exit code")
+    p.set_defaults(run=cmd_data_check)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model file on a labelled folder (default: DATA/test)")
     p.add_argument("data", type=Path, help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
@@ -103,7 +118,8 @@ def _add_evaluate(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="counterfeit", description="Tell genuine products from counterfeits by their photos.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for add in (_add_synth, _add_train, _add_export, _add_calibrate, _add_evaluate, _add_screen, _add_serve):
+    for add in (_add_synth, _add_data, _add_train, _add_export, _add_calibrate, _add_evaluate, _add_screen,
+                _add_serve):
         add(sub)
     return parser
 
@@ -156,6 +172,49 @@ def train_config_from_args(args, config_module):
     return config_module.TrainConfig.from_dict(base)
 
 
+def print_findings(findings, stream=None) -> None:
+    stream = stream or sys.stderr  # looked up per call: tests and pipes may swap sys.stderr
+    for finding in findings:
+        print(f"{finding.severity}: [{finding.check}] {finding.message}", file=stream)
+        for path in finding.files[:10]:
+            print(f"    {path}", file=stream)
+        if len(finding.files) > 10:
+            print(f"    ... and {len(finding.files) - 10} more", file=stream)
+
+
+def audit_before_training(data: Path, allow_errors: bool) -> dict:
+    """The data check that opens every training run; -> a summary kept in the run's config."""
+    from training.audit import audit
+
+    result = audit(data, progress=os.environ.get("RANK", "0") == "0")
+    print_findings(result.errors() + result.warnings())
+    if result.errors() and not allow_errors:
+        raise CliError(f"the data check found {len(result.errors())} error(s) in {data} (listed above): fix "
+                       "them, or pass --allow-data-errors to train anyway")
+    shortcut = result.stats.get("shortcut", {})
+    return {"errors": len(result.errors()), "warnings": len(result.warnings()),
+            "shortcut_auc": shortcut.get("auc")}
+
+
+def cmd_data_check(args) -> int:
+    audit = _training_module("audit")
+    from inference.layout import DataError
+
+    try:
+        result = audit.audit(args.data, progress=not args.json)
+    except DataError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        print_findings(result.findings, sys.stdout)
+        print(f"{len(result.errors())} error(s), {len(result.warnings())} warning(s) in {args.data}")
+    if args.report:
+        audit.write_report(result, args.report)
+        print(f"wrote {args.report}/report.html", file=sys.stderr)
+    return audit.exit_code(result, args.strict)
+
+
 def cmd_train(args) -> int:
     config_module, train = _training_module("config"), _training_module("train")
     if args.resume is None and (args.data is None or args.out is None):
@@ -166,6 +225,7 @@ def cmd_train(args) -> int:
             config = train.resume_config(args.resume, args.epochs)
         else:
             config = train_config_from_args(args, config_module)
+            config.extra["data_audit"] = audit_before_training(args.data, args.allow_data_errors)
         summary = train.fit(config, resume=args.resume is not None)
     except KeyboardInterrupt:
         print(f"counterfeit train: interrupted; the last completed epoch is in {args.out}/last.pt and the best "

@@ -33,20 +33,25 @@ from PIL import Image, JpegImagePlugin
 
 from inference.classes import CLASSES, COUNTERFEIT, GENUINE
 from inference.images import ALLOWED_FORMATS, IMAGE_SUFFIXES, ImageError, load_image, sniff_format
-from inference.layout import SPLITS, image_files, list_split
+from inference.layout import SPLITS, list_split
 from inference.metrics import roc_auc
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
-# Near-duplicates are found in two steps. Candidates: 64-bit DCT perceptual hashes within this many bits,
-# for the closest of the 8 rotations/mirror images. Calibrated on 640x480 synth photos: re-encoded,
-# resized (to 1/3), PNG, rotated and mirrored copies stay within 8 bits; but two different photos of one
-# product can also be 8 bits apart (the hash sees only the coarse layout of a box on a background).
+# Near-duplicates are found in two steps, calibrated on synth photos (1,560 of them, 320x240 and 640x480).
+# 1. Candidates: 64-bit DCT perceptual hashes within this many bits, for the closest of the 8 rotations
+#    and mirror images. Re-encoded (quality 30-90), resized (to 1/3), PNG, rotated and mirrored copies
+#    stay within 8 bits (5% crops 10), but two different photos of one product in a similar pose can be
+#    just 4 bits apart: the hash sees only the coarse layout of a box on a background.
 CANDIDATE_BITS = 12
-# Confirmed: the candidates' 16x16 colour thumbnails, aligned, correlate at least this much. Copies
-# above score >= 0.99, different photos of the same product <= 0.87 (backgrounds and poses differ).
-MIN_THUMBNAIL_CORRELATION = 0.92
-THUMBNAIL_SIDE = 16
+# 2. Confirmed: the pair's 24x24 colour thumbnails, turned the way the hashes matched, correlate at least
+#    this much. Those copies score >= 0.98, different photos of the same product <= 0.91. Below the bar:
+#    a 1/3-size, quality-30 copy of a 320x240 photo (0.93) and 5% crops (0.82).
+MIN_THUMBNAIL_CORRELATION = 0.94
+THUMBNAIL_SIDE = 24
+# JPEGs are decoded in draft mode (DCT scaling) to no less than this, several times the thumbnail side,
+# so a JPEG and its PNG copy give the same thumbnail (a 1/8-scale decode is blurrier than box averaging).
+DECODE_SIDE = 128
 SHORTCUT_WARNING_AUC = 0.75
 SHORTCUT_ERROR_AUC = 0.95
 # A shortcut must also beat chance by this many standard errors of the AUC under no signal, so a
@@ -59,7 +64,8 @@ _LISTED_FILES = 5  # file names quoted in a message; Finding.files has them all
 
 _SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 _SAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
-# Rotations (np.rot90 steps) of the image and of its mirror image: the order of FileFacts.phashes.
+# Anticlockwise rotations (np.rot90 steps, like PIL's ROTATE_90) of the image, then of its mirror image
+# (left-right): the order of FileFacts.phashes.
 DIHEDRAL_NAMES = ("as is", "rotated 90°", "rotated 180°", "rotated 270°",
                   "mirrored", "mirrored and rotated 90°", "mirrored and rotated 180°", "mirrored and rotated 270°")
 # Formats training refuses, named by their signatures so a message can say what the file really is.
@@ -147,7 +153,7 @@ def audit(root: str | Path, *, progress: bool = True, workers: int | None = None
     entries, splits = collect(root)
     facts = inspect_all(root, entries, progress=progress, workers=workers)
     inspected = time.perf_counter()
-    findings = file_findings(root, splits, entries, facts)
+    findings = file_findings(root, splits, facts)
     duplicates, duplicate_stats = duplicate_findings(entries, facts)
     deduplicated = time.perf_counter()
     balance, shape_stats = balance_findings(splits, entries, facts)
@@ -207,7 +213,7 @@ def inspect_file(path: Path, relative: str) -> FileFacts:
     facts = FileFacts(relative, len(data), hashlib.sha256(data).hexdigest(), sniff_format(data))
     try:
         # The same decoder and limits as training; draft mode makes JPEGs decode at 1/2..1/8 scale.
-        loaded = load_image(data, draft_to=(HASH_SIDE, HASH_SIDE))
+        loaded = load_image(data, draft_to=(DECODE_SIDE, DECODE_SIDE))
     except ImageError as error:
         facts.problem = decode_problem(data, error)
         return facts
@@ -253,7 +259,8 @@ def _read_header(data: bytes, facts: FileFacts) -> None:
         try:
             exif = image.getexif()
             facts.orientation = int(exif.get(_EXIF_ORIENTATION) or 0)
-            facts.camera = " ".join(str(exif.get(tag) or "").strip("\x00 ") for tag in (_EXIF_MAKE, _EXIF_MODEL)).strip()
+            names = (str(exif.get(tag) or "").strip("\x00 ") for tag in (_EXIF_MAKE, _EXIF_MODEL))
+            facts.camera = " ".join(name for name in names if name)
             facts.exif = len(exif) > 0
         except Exception:  # a corrupt EXIF block: training ignores it too (see inference.images)
             facts.exif = True
@@ -352,7 +359,7 @@ def near_duplicate_pairs(phashes: np.ndarray, thumbnails: np.ndarray, *, max_bit
     Comparing every variant of i with j as stored finds j even when it is a rotated or mirrored copy.
     Row blocks keep memory small; only candidates within max_bits get the thumbnail comparison."""
     n, pairs = len(phashes), []
-    stored, unit = phashes[:, 0], _unit_thumbnails(thumbnails)
+    stored = phashes[:, 0]
     for start in range(0, n, block):
         rows = phashes[start:start + block]
         distance = np.full((len(rows), n - start), 255, np.uint8)
@@ -360,7 +367,9 @@ def near_duplicate_pairs(phashes: np.ndarray, thumbnails: np.ndarray, *, max_bit
             np.minimum(distance, popcount(rows[:, variant, None] ^ stored[None, start:]), out=distance)
         upper = np.arange(n - start)[None, :] > np.arange(len(rows))[:, None]  # each pair once, i < j
         first, second = np.nonzero((distance <= max_bits) & upper)
-        pairs += _confirmed(phashes, unit, first + start, second + start, min_correlation)
+        for chunk in range(0, len(first), 4096):  # bounded memory when many photos look alike
+            pick = slice(chunk, chunk + 4096)
+            pairs += _confirmed(phashes, thumbnails, first[pick] + start, second[pick] + start, min_correlation)
     return pairs
 
 
@@ -371,15 +380,15 @@ def _unit_thumbnails(thumbnails: np.ndarray) -> np.ndarray:
     return centred / np.maximum(norms, 1e-6)  # a flat thumbnail correlates with nothing
 
 
-def _confirmed(phashes, unit, first, second, min_correlation) -> list[tuple[int, int, int, int]]:
+def _confirmed(phashes, thumbnails, first, second, min_correlation) -> list[tuple[int, int, int, int]]:
     """The candidate pairs whose thumbnails, turned the way the hashes matched, correlate enough."""
     bits = popcount(phashes[first] ^ phashes[second, :1])  # (k, 8): each variant of first vs second
     variants = bits.argmin(axis=1)
     keep = np.zeros(len(first), bool)
     for variant in np.unique(variants):
         chosen = variants == variant
-        turned = dihedral(unit[first[chosen]], int(variant), axes=(1, 2))
-        keep[chosen] = (turned * unit[second[chosen]]).sum(axis=(1, 2, 3)) >= min_correlation
+        turned = dihedral(_unit_thumbnails(thumbnails[first[chosen]]), int(variant), axes=(1, 2))
+        keep[chosen] = (turned * _unit_thumbnails(thumbnails[second[chosen]])).sum(axis=(1, 2, 3)) >= min_correlation
     return [(int(i), int(j), int(bits[k].min()), int(variants[k])) for k, i, j in
             zip(np.flatnonzero(keep), first[keep], second[keep])]
 
@@ -387,7 +396,8 @@ def _confirmed(phashes, unit, first, second, min_correlation) -> list[tuple[int,
 # --------------------------------------------------------------------------- check 1: files
 
 
-def file_findings(root: Path, splits: list[str], entries: list[Entry], facts: list[FileFacts]) -> list[Finding]:
+def file_findings(root: Path, splits: list[str], facts: list[FileFacts]) -> list[Finding]:
+    """Undecodable files (errors), extension mismatches and ignored files (warnings), header notes (info)."""
     findings = _ignored_findings(root, splits)
     broken: dict[str, list[str]] = defaultdict(list)
     mismatched: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -397,8 +407,9 @@ def file_findings(root: Path, splits: list[str], entries: list[Entry], facts: li
         elif _SUFFIX_FORMATS.get(Path(fact.path).suffix.lower()) != fact.format:
             mismatched[(fact.format, Path(fact.path).suffix.lower())].append(fact.path)
     for problem, paths in broken.items():
+        them = "it" if len(paths) == 1 else "them"
         findings.append(Finding("files", ERROR, f"{_count(paths, 'file')} cannot be decoded, {problem}: "
-                                f"{_names(paths)}. Training would fail on them: fix or delete them.", tuple(paths)))
+                                f"{_names(paths)}. Training stops on {them}: fix or delete {them}.", tuple(paths)))
     for (real, suffix), paths in mismatched.items():
         findings.append(Finding("files", WARNING, f"{_count(paths, 'file')} named {suffix} but holding {real} data "
                                 f"(extension mismatch): {_names(paths)}.", tuple(paths)))
@@ -428,12 +439,13 @@ def _ignored_findings(root: Path, splits: list[str]) -> list[Finding]:
 def _header_notes(facts: list[FileFacts]) -> list[Finding]:
     """Info: colour modes, and EXIF orientation tags that rotate photos when loaded."""
     modes = Counter(f.mode for f in facts)
-    notes = [Finding("files", INFO, f"{_count(facts, 'image')} decode; colour modes: {_tally(modes)}.")]
+    notes = [Finding("files", INFO, f"Colour modes of the {_count(facts, 'decodable image')}: {_tally(modes)}.")]
     tagged = [f.path for f in facts if f.orientation]
     rotating = [f.path for f in facts if f.orientation not in (0, 1)]
     if tagged:
-        notes.append(Finding("files", INFO, f"{_count(tagged, 'image')} carry an EXIF orientation tag; "
-                             f"{len(rotating)} of them are rotated or mirrored upright when loaded.", tuple(rotating)))
+        notes.append(Finding("files", INFO, f"EXIF orientation tag on {_count(tagged, 'image')}; {len(rotating)} "
+                             "of them are turned upright when loaded (viewers that ignore the tag show them turned).",
+                             tuple(rotating)))
     return notes
 
 
@@ -456,7 +468,8 @@ def duplicate_findings(entries: list[Entry], facts: list[FileFacts]) -> tuple[li
     for pair in pairs:
         pairs_of[group_of[pair[0]]].append(pair)
     findings = [_group_finding(group, entries, facts, pairs_of[n]) for n, group in enumerate(groups)]
-    stats = {"candidate_bits": CANDIDATE_BITS, "min_thumbnail_correlation": MIN_THUMBNAIL_CORRELATION, "pairs": len(pairs), "groups": len(groups),
+    stats = {"candidate_bits": CANDIDATE_BITS, "min_thumbnail_correlation": MIN_THUMBNAIL_CORRELATION,
+             "pairs": len(pairs), "groups": len(groups),
              "identical_groups": sum(len({facts[i].sha256 for i in group}) == 1 for group in groups),
              "files_in_groups": len(group_of), "leaks": sum(f.severity == ERROR for f in findings)}
     return findings, stats
@@ -569,7 +582,7 @@ CATEGORICAL_FEATURES = ("format", "mode", "subsampling", "progressive", "exif", 
 FEATURE_ORDER = ("format", "width", "height", "aspect", "mode", "file_size", "bytes_per_pixel", "jpeg_quality",
                  "subsampling", "progressive", "exif", "camera")
 _SIZE_FEATURES = ("width", "height", "aspect")  # described together, as W×H
-_MAX_CATEGORIES = 16  # one-hot columns per categorical feature; rarer values share "other"
+_MAX_CATEGORIES = 16  # one-hot columns per categorical feature; rarer values get none (all zeros)
 TREE_DEPTH = 3
 CV_FOLDS = 5
 
