@@ -107,6 +107,15 @@ def _add_data(sub) -> None:
     p.set_defaults(run=cmd_data_check)
 
 
+def _add_keys(sub) -> None:
+    keys = sub.add_parser("keys", help="API keys: `counterfeit keys new --subject S --role R`")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND", parser_class=Parser)
+    p = keys_sub.add_parser("new", help="make a new API key and the hashed entry the server stores")
+    p.add_argument("--subject", required=True, help="who will hold the key (a person, team or device)")
+    p.add_argument("--role", required=True, choices=["inspector", "screener", "admin"], help="what it may call")
+    p.set_defaults(run=cmd_keys_new)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model file on a labelled folder (default: DATA/test)")
     p.add_argument("data", type=Path, help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
@@ -119,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="counterfeit", description="Tell genuine products from counterfeits by their photos.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for add in (_add_synth, _add_data, _add_train, _add_export, _add_calibrate, _add_evaluate, _add_screen,
-                _add_serve):
+                _add_serve, _add_keys):
         add(sub)
     return parser
 
@@ -344,18 +353,28 @@ def _html_report(metrics: dict, report_dir: Path) -> Path:
 
 
 def cmd_serve(args) -> int:
-    import logging
+    from pydantic import ValidationError
 
-    import uvicorn
-
-    from inference.api import create_app
+    from inference.metadata import ModelFileError
+    from inference.server import serve
     from inference.settings import Settings
 
     overrides = {"model_path": args.model, "host": args.host, "port": args.port}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    predictor = _predictor(settings.model_path)  # fail here, with one line, not inside uvicorn
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings, predictor), host=settings.host, port=settings.port)
+    try:
+        serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
+    except ValidationError as exc:
+        raise CliError(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+    except (ValueError, ModelFileError) as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+def cmd_keys_new(args) -> int:
+    from inference.auth import key_entry_json, new_key
+
+    key, entry = new_key(args.subject, args.role)
+    print(f"API key for {args.subject} ({args.role}), shown once; hand it over securely:\n  {key}\n"
+          f"Add this entry to the COUNTERFEIT_API_KEYS JSON list of the server:\n  {key_entry_json(entry)}")
     return 0
 
 

@@ -1,22 +1,30 @@
-"""The HTTP API. Routes stay thin: decoding is inference.images, scoring is inference.predictor.
+"""The HTTP API. Routes stay thin: they read the request and call inference.service.
 
-Run with `counterfeit serve`; tests build the app with `create_app(settings)` and override
-`get_predictor` / `get_settings` through `app.dependency_overrides`.
+Run with `counterfeit serve`; tests build the app with `create_app(settings)` and use
+`app.dependency_overrides` for anything they need to replace.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
+import signal
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, File, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from inference.auth import AdminDep, InspectorDep, Principal, ScreenerDep, require
+from inference.batching import Batcher
 from inference.errors import ApiError, install_error_handlers
+from inference.metadata import ModelFileError
+from inference.model_slot import ModelSlot, load_validated, resolve_in
+from inference.observability import install_observability
 from inference.predictor import Predictor
-from inference.schemas import ErrorResponse, Health, Inspection
+from inference.schemas import ErrorResponse, Health, Inspection, ModelReload, Screenings
+from inference.service import inspect_photo, screen_photos
 from inference.settings import Settings
 
 log = logging.getLogger("counterfeit.api")
@@ -24,8 +32,10 @@ log = logging.getLogger("counterfeit.api")
 ERROR_RESPONSES = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        413: "Image too large (bytes or pixels)",
-        415: "Not a supported image format (JPEG, PNG, WebP)",
+        401: "Missing or unknown API key (X-API-Key)",
+        403: "The key's role may not call this endpoint",
+        413: "Image too large (bytes or pixels), or too many images",
+        415: "Not a supported image format (JPEG, PNG, WebP, HEIC)",
         422: "Empty, truncated or corrupt image, or a missing field",
         503: "Model not loaded yet",
     }.items()
@@ -37,15 +47,20 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_predictor(request: Request) -> Predictor:
-    predictor = getattr(request.app.state, "predictor", None)
+    predictor = request.app.state.slot.current
     if predictor is None:
         raise ApiError(503, "model_not_loaded", "The model is not loaded yet; retry in a few seconds.")
     return predictor
 
 
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
-ImageUpload = Annotated[UploadFile, File(description="The photo: JPEG, PNG or WebP")]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+AnyRoleDep = Annotated[Principal, Depends(require("inspector", "screener"))]
 
 
 def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
@@ -53,42 +68,60 @@ def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return upload.file.read(max_bytes + 1)
 
 
-def inspect_photo(data: bytes, predictor: Predictor, settings: Settings) -> Inspection:
-    loaded = predictor.load(data, settings.limits)
-    prediction = predictor.predict([loaded.image])[0]
-    meta = predictor.metadata
-    return Inspection(
-        verdict=prediction.verdict,
-        score=prediction.score,
-        thresholds={"low": meta.thresholds.low, "high": meta.thresholds.high},
-        model={"name": meta.name, "version": meta.version},
-        image={"sha256": hashlib.sha256(data).hexdigest(), "width": loaded.width, "height": loaded.height},
-    )
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI):
-    settings: Settings = app.state.settings
-    if getattr(app.state, "predictor", None) is None:
-        app.state.predictor = Predictor(settings.model_path, threads=settings.threads)
-    meta = app.state.predictor.metadata
-    log.info("serving model %s version %s from %s", meta.name, meta.version, settings.model_path)
-    yield
-    app.state.predictor = None
-
-
 router = APIRouter()
 
 
 @router.post("/v1/inspections", response_model=Inspection, responses=ERROR_RESPONSES, tags=["inspections"])
-def create_inspection(image: ImageUpload, predictor: PredictorDep, settings: SettingsDep) -> Inspection:
-    """Score one photo: verdict, calibrated score, the thresholds used and the model version."""
-    return inspect_photo(read_upload(image, settings.max_upload_bytes), predictor, settings)
+def create_inspection(
+    image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP or HEIC")],
+    principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep, request: Request,
+    explain: Annotated[bool, Query(description="add a heatmap of where the model looked")] = False,
+) -> Inspection:
+    """Score one photo: verdict (or `retake` for a poor photo), calibrated score, thresholds, model version."""
+    result = inspect_photo(read_upload(image, settings.max_upload_bytes), predictor, batcher, settings, explain)
+    request.app.state.metrics.count_verdict(result.verdict)
+    return result
 
 
-@router.get("/v1/model", tags=["model"])
-def model_info(predictor: PredictorDep) -> dict:
+@router.post("/v1/screenings", response_model=Screenings, responses=ERROR_RESPONSES, tags=["screenings"])
+def create_screenings(
+    images: Annotated[list[UploadFile], File(description="up to max_screening_images photos")],
+    principal: ScreenerDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep, request: Request,
+    ids: Annotated[list[str] | None, Form(description="one id per image (listing or seller id), in order")] = None,
+) -> Screenings:
+    """Score many listing photos in one request; each result stands alone, in request order."""
+    if len(images) > settings.max_screening_images:
+        raise ApiError(413, "too_many_images", f"{len(images)} images sent; at most "
+                       f"{settings.max_screening_images} per request. Split the batch.")
+    if ids is not None and len(ids) != len(images):
+        raise ApiError(422, "ids_mismatch", f"{len(ids)} ids for {len(images)} images: send one id per image.")
+    photos = [read_upload(upload, settings.max_upload_bytes) for upload in images]
+    result = screen_photos(photos, ids, predictor, batcher, settings)
+    for item in result.results:
+        if item.verdict is not None:
+            request.app.state.metrics.count_verdict(item.verdict)
+    return result
+
+
+@router.get("/v1/model", tags=["model"], responses=ERROR_RESPONSES)
+def model_info(principal: AnyRoleDep, predictor: PredictorDep) -> dict:
     """The served model's metadata: classes, input size, thresholds, version, training config."""
+    return predictor.metadata.public()
+
+
+@router.post("/v1/admin/model", tags=["admin"], responses=ERROR_RESPONSES)
+async def reload_model(body: ModelReload, principal: AdminDep, request: Request, settings: SettingsDep) -> dict:
+    """Replace the served model by a file from the model directory, without downtime.
+
+    The file must load, carry complete metadata and answer a sample image; otherwise the old model
+    keeps serving and the answer (422) says why.
+    """
+    try:
+        path = resolve_in(settings.resolved_model_dir, body.path)
+        predictor = await run_in_threadpool(request.app.state.slot.reload, path, settings.threads)
+    except ModelFileError as exc:
+        raise ApiError(422, "invalid_model", str(exc)) from exc
+    request.app.state.metrics.set_model(predictor.metadata.name, predictor.metadata.version)
     return predictor.metadata.public()
 
 
@@ -100,17 +133,53 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
 def readyz(request: Request):
-    """Ready: 200 once the model is loaded, else 503."""
-    if getattr(request.app.state, "predictor", None) is None:
+    """Ready: 200 once the model is loaded and the server is not shutting down, else 503."""
+    if request.app.state.slot.current is None or request.app.state.draining:
         return JSONResponse(status_code=503, content={"status": "loading"})
     return Health(status="ok")
 
 
+def install_sighup_reload(app: FastAPI) -> None:
+    """SIGHUP reloads the configured model file (e.g. after it was replaced on disk)."""
+
+    def reload_from_disk() -> None:
+        settings: Settings = app.state.settings
+        try:
+            predictor = app.state.slot.reload(settings.model_path, settings.threads)
+            app.state.metrics.set_model(predictor.metadata.name, predictor.metadata.version)
+        except ModelFileError as exc:
+            log.error("SIGHUP reload refused, the old model keeps serving: %s", exc)
+
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload_from_disk))
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no SIGHUP
+        pass
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: Settings = app.state.settings
+    if app.state.slot.current is None:
+        app.state.slot.current = await run_in_threadpool(load_validated, settings.model_path, settings.threads)
+    meta = app.state.slot.current.metadata
+    app.state.metrics.set_model(meta.name, meta.version)
+    app.state.batcher = Batcher(settings.max_batch, settings.batch_wait_ms / 1000, app.state.metrics.observe_batch)
+    install_sighup_reload(app)
+    log.info("serving model %s version %s from %s", meta.name, meta.version, settings.model_path)
+    yield
+    app.state.draining = True
+    app.state.batcher.close()
+
+
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
     """The app; the model loads at startup (lifespan) unless a ready `predictor` is handed in."""
-    app = FastAPI(title="counterfeit-detector", version="1", lifespan=lifespan)
+    app = FastAPI(title="counterfeit-detector", version="1", lifespan=lifespan,
+                  description="Tell genuine products from counterfeits by their photos.")
     app.state.settings = settings or Settings()
-    app.state.predictor = predictor
+    app.state.slot = ModelSlot(predictor)
+    app.state.draining = False
     install_error_handlers(app)
+    install_observability(app, metrics_dependencies=[Depends(require("admin"))])
     app.include_router(router)
     return app

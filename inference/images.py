@@ -6,6 +6,7 @@ pixels on both sides.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -13,9 +14,17 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats we decode. Anything else (TIFF, PSD, EPS, PDF, ...) is refused before a decoder runs,
-# whatever the file is called: every extra decoder is extra attack surface.
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
+# whatever the file is called: every extra decoder is extra attack surface. HEIF (iPhone HEIC photos)
+# is decoded by the pillow-heif plugin, registered on first use (see heif_available).
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "HEIF")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif")
+
+# Pillow opens multi-picture JPEGs (most phone photos: the photo plus depth maps or previews) as "MPO".
+# They are JPEG files with extra frames appended; frame 0 is the photo, decoded like any JPEG.
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+# ISO BMFF major brands of HEIF files with HEVC-coded (or, for mif1/msf1, any) images, as pillow-heif
+# accepts them. AVIF ("avif", "avis") is not among them: it is refused.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 
 # EXIF orientations 5..8 rotate by 90 degrees, so width and height trade places.
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
@@ -47,10 +56,25 @@ class LoadedImage:
 
 
 def load_image(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, int] | None = None) -> LoadedImage:
-    """Decode `data`; `draft_to=(w, h)` lets JPEGs decode at a reduced scale no smaller than that."""
+    """Decode `data`; `draft_to=(w, h)` lets JPEGs decode at a reduced scale no smaller than that.
+
+    Multi-frame files (MPO, animated PNG/WebP, HEIF sequences) give their first (primary) frame."""
     _check_size(data, limits)
     image = _open(data)
+    image_format = "JPEG" if image.format in _JPEG_FORMATS else image.format or ""
     width, height = _upright_size(image)
+    _check_pixels(width, height, limits)
+    if draft_to is not None and image_format == "JPEG":
+        # DCT scaling: decodes at 1/2, 1/4 or 1/8 size (the smallest no smaller than draft_to), much faster.
+        image.draft("RGB", draft_to)
+    _decode(image)
+    # Only EXIF orientation is applied here: HEIF rotations (irot/imir boxes) were applied by libheif while
+    # decoding, and pillow-heif then resets the EXIF orientation to 1, so no photo is turned twice.
+    ImageOps.exif_transpose(image, in_place=True)
+    return LoadedImage(image=to_rgb(image), width=width, height=height, format=image_format)
+
+
+def _check_pixels(width: int, height: int, limits: Limits) -> None:
     if width * height > limits.max_pixels:
         raise ImageError(
             "too_many_pixels",
@@ -58,12 +82,6 @@ def load_image(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, i
             "Send a smaller photo.",
             status=413,
         )
-    if draft_to is not None and image.format == "JPEG":
-        image.draft("RGB", draft_to)  # DCT scaling: decodes 1/2, 1/4 or 1/8 size, much faster
-    image_format = image.format or ""
-    _decode(image)
-    ImageOps.exif_transpose(image, in_place=True)
-    return LoadedImage(image=to_rgb(image), width=width, height=height, format=image_format)
 
 
 def _check_size(data: bytes, limits: Limits) -> None:
@@ -78,23 +96,54 @@ def _check_size(data: bytes, limits: Limits) -> None:
 
 
 def _open(data: bytes) -> Image.Image:
+    claimed = sniff_format(data)
+    formats = decodable_formats()
+    if claimed and claimed not in formats:
+        raise ImageError(
+            "unsupported_format",
+            f"This server cannot decode {claimed} photos (the pillow-heif package is not installed): "
+            f"send a {', '.join(formats)} file.",
+            status=415,
+        )
     try:
         with warnings.catch_warnings():
             # Pillow warns, then raises, about huge images; our own pixel limit answers first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            return Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
         raise ImageError("too_many_pixels", f"The image has too many pixels: {exc}", status=413) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if sniff_format(data):  # right signature, unreadable header: a damaged file, not a wrong format
+        if claimed:  # right signature, unreadable header: a damaged file, not a wrong format
             raise ImageError(
-                "corrupt_image", f"The {sniff_format(data)} image is truncated or corrupt. Send the complete file."
+                "corrupt_image", f"The {claimed} image is truncated or corrupt. Send the complete file."
             ) from exc
         raise ImageError(
             "unsupported_format",
-            f"This is not a supported image: only {', '.join(ALLOWED_FORMATS)} files are accepted.",
+            f"This is not a supported image: only {', '.join(formats)} files are accepted.",
             status=415,
         ) from exc
+
+
+def decodable_formats() -> tuple[str, ...]:
+    """ALLOWED_FORMATS that this installation can decode; pass it as Image.open(formats=...).
+
+    Pillow raises KeyError for a format in `formats` that has no registered opener, so HEIF is only
+    listed once pillow-heif is registered."""
+    return ALLOWED_FORMATS if heif_available() else tuple(f for f in ALLOWED_FORMATS if f != "HEIF")
+
+
+@functools.cache
+def heif_available() -> bool:
+    """Register pillow-heif's HEIF opener with Pillow, once, on first use; False if it is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    # Decode the primary image only. With thumbnails on, pillow-heif's draft() may hand back an embedded
+    # thumbnail instead of the photo; depth maps and auxiliary images (portrait mode) are never used.
+    # These are process-wide pillow-heif options.
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    return True
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -105,6 +154,8 @@ def sniff_format(data: bytes) -> str | None:
         return "PNG"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:  # ISO BMFF: box size, "ftyp", major brand
+        return "HEIF"
     return None
 
 
@@ -119,7 +170,7 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
 
 def _decode(image: Image.Image) -> None:
     try:
-        image.load()
+        image.load()  # a damaged HEVC stream in a HEIF file raises ValueError here
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(
             "corrupt_image",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,7 @@ from inference.preprocess import preprocess
 
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
+HEATMAP_NAME = "heatmap"  # optional second output (N, h, w): counterfeit evidence per region
 MAX_BATCH = 32  # images per onnxruntime call: bounds memory (32 x 3 x 240 x 320 floats = 29 MB)
 
 
@@ -74,6 +76,18 @@ class Predictor:
     def scores(self, batch: np.ndarray) -> np.ndarray:
         return softmax_scores(self.logits(batch), self.metadata.temperature, self._counterfeit_index)
 
+    @property
+    def has_heatmap(self) -> bool:
+        return HEATMAP_NAME in {o.name for o in self.session.get_outputs()}
+
+    def explain(self, array: np.ndarray) -> tuple[float, bytes]:
+        """(calibrated score, heatmap PNG) for one preprocessed array, from the model's heatmap output."""
+        if not self.has_heatmap:
+            raise ModelFileError(f"{self.path.name} has no '{HEATMAP_NAME}' output: re-export it to get heatmaps.")
+        logits, heatmap = self.session.run([LOGITS_NAME, HEATMAP_NAME], {INPUT_NAME: array[None]})
+        score = float(softmax_scores(logits, self.metadata.temperature, self._counterfeit_index)[0])
+        return score, heatmap_png(heatmap[0], self.spec.size)
+
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:
             return []
@@ -82,6 +96,19 @@ class Predictor:
 
     def decide(self, score: float) -> Prediction:
         return Prediction(score=score, verdict=verdict_for(score, self.metadata.thresholds))
+
+
+def heatmap_png(heatmap: np.ndarray, size: tuple[int, int]) -> bytes:
+    """A (h, w) map of counterfeit evidence -> RGBA PNG of `size`: red where the evidence is strongest,
+    transparent where there is none, so a client can lay it straight over the photo."""
+    positive = np.clip(heatmap, 0, None)
+    scaled = positive / positive.max() if positive.max() > 0 else positive
+    alpha = Image.fromarray((scaled * 200).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    overlay = Image.new("RGBA", size, (230, 30, 30, 0))
+    overlay.putalpha(alpha)
+    buffer = io.BytesIO()
+    overlay.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def _read_model(path: Path) -> bytes:

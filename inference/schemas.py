@@ -23,12 +23,23 @@ class ImageInfo(BaseModel):
     height: int
 
 
+class Quality(BaseModel):
+    ok: bool
+    reasons: list[str] = Field(description="too_small | blurry | too_dark | overexposed")
+    message: str = Field(description="what to do, for the person holding the phone")
+    measures: dict[str, float]
+
+
 class Inspection(BaseModel):
-    verdict: Literal["genuine", "counterfeit", "inconclusive"]
-    score: float = Field(ge=0, le=1, description="calibrated probability that the item is counterfeit")
+    verdict: Literal["genuine", "counterfeit", "inconclusive", "retake"] = Field(
+        description="retake: the photo is too poor to judge (see quality); no score is given then")
+    score: float | None = Field(None, ge=0, le=1, description="calibrated probability that the item is counterfeit")
     thresholds: ThresholdsOut
     model: ModelRef
     image: ImageInfo
+    quality: Quality
+    heatmap: str | None = Field(None, description="with ?explain=true: PNG (base64) of where the model looked, "
+                                "the size of the photo as scored")
 
     model_config = {
         "json_schema_extra": {
@@ -45,6 +56,27 @@ class Inspection(BaseModel):
     }
 
 
+class ScreeningResult(BaseModel):
+    index: int = Field(description="position of the image in the request")
+    id: str | None = Field(None, description="the caller's id for this image (listing or seller id), if sent")
+    verdict: Literal["genuine", "counterfeit", "inconclusive", "retake"] | None = None
+    score: float | None = None
+    image: ImageInfo | None = None
+    quality: Quality | None = None
+    error: "ErrorBody | None" = Field(None, description="why this image could not be scored; the others still are")
+
+
+class Screenings(BaseModel):
+    results: list[ScreeningResult]
+    thresholds: ThresholdsOut
+    model: ModelRef
+
+
+class ModelReload(BaseModel):
+    path: str = Field(description="model file, relative to the server's model directory",
+                      examples=["model-v2.onnx"])
+
+
 class ErrorBody(BaseModel):
     code: str = Field(description="stable machine-readable slug, e.g. unsupported_format")
     message: str = Field(description="what is wrong and how to fix it")
@@ -56,3 +88,6 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "loading"]
+
+
+ScreeningResult.model_rebuild()

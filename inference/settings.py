@@ -7,7 +7,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.auth import ApiKey
 from inference.images import Limits
+from inference.quality import QualityThresholds
 
 DEMO_MODEL = Path(__file__).parent / "demo" / "model.onnx"
 
@@ -21,6 +23,34 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25_000_000, gt=0, description="Largest accepted upload, bytes (413 above).")
     max_image_pixels: int = Field(80_000_000, gt=0, description="Largest accepted width*height (413 above).")
     threads: int = Field(0, ge=0, description="onnxruntime threads per call; 0 = one per core.")
+    model_dir: Path | None = Field(None, description="Folder that POST /v1/admin/model may load models from; "
+                                   "default: the folder of model_path.")
+    api_keys: list[ApiKey] = Field([], description="JSON list of {subject, role, sha256}; make entries with "
+                                   "`counterfeit keys new`. Empty: open API, loopback only.")
+    max_batch: int = Field(32, ge=1, le=256, description="Most images scored in one onnxruntime call.")
+    batch_wait_ms: float = Field(4.0, ge=0, le=1000, description="How long the first request of a batch "
+                                 "waits for others to join it, milliseconds.")
+    max_screening_images: int = Field(64, ge=1, le=1024, description="Most images in one POST /v1/screenings.")
+    drain_seconds: float = Field(2.0, ge=0, description="On shutdown, /readyz answers 503 this long before the "
+                                 "server stops accepting, so load balancers move traffic away first.")
+    quality_min_side: int = Field(QualityThresholds.min_side, description="Shorter side below this, pixels: retake.")
+    quality_min_sharpness: float = Field(QualityThresholds.min_sharpness, description="Sharpness below: blurry.")
+    quality_min_brightness: float = Field(QualityThresholds.min_brightness, description="Mean luma below: too dark.")
+    quality_max_brightness: float = Field(QualityThresholds.max_brightness, description="Mean luma above: overexposed.")
+    quality_max_clipped: float = Field(QualityThresholds.max_clipped, description="Share of blown-out pixels above: "
+                                       "overexposed.")
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.model_path.parent
+
+    @property
+    def quality_thresholds(self) -> QualityThresholds:
+        return QualityThresholds(
+            min_side=self.quality_min_side, min_sharpness=self.quality_min_sharpness,
+            min_brightness=self.quality_min_brightness, max_brightness=self.quality_max_brightness,
+            max_clipped=self.quality_max_clipped,
+        )
 
     @property
     def limits(self) -> Limits:

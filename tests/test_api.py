@@ -3,7 +3,7 @@
 import hashlib
 
 import pytest
-from conftest import image_bytes
+from conftest import TINY_PHOTO_SETTINGS, image_bytes
 from fastapi.testclient import TestClient
 
 from inference.api import create_app, get_settings
@@ -12,7 +12,7 @@ from inference.settings import Settings
 
 @pytest.fixture
 def client(model_path):
-    app = create_app(Settings(model_path=model_path))
+    app = create_app(Settings(model_path=model_path, **TINY_PHOTO_SETTINGS))
     with TestClient(app) as client:  # runs the lifespan: the model loads from the file
         yield client
 
@@ -78,7 +78,7 @@ def test_missing_field_and_empty_body(client):
 
 
 def test_too_large_upload_is_413(client, model_path):
-    client.app.dependency_overrides[get_settings] = lambda: Settings(model_path=model_path, max_upload_bytes=1000)
+    client.app.dependency_overrides[get_settings] = lambda: Settings(model_path=model_path, max_upload_bytes=1000, **TINY_PHOTO_SETTINGS)
     response = post_photo(client, image_bytes("PNG", size=(128, 128)))
     assert response.status_code == 413 and response.json()["error"]["code"] == "image_too_large"
 

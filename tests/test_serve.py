@@ -37,12 +37,16 @@ def server():
         process.wait(timeout=10)
 
 
-def test_default_server_serves_the_demo_model(server, synth_data):
+def test_default_server_serves_the_demo_model(server, tmp_path):
+    from training.synth import write_dataset
+
     assert DEMO_MODEL.is_file(), "the demo model must be committed: make demo-model"
-    photo = next((synth_data / "test" / "genuine").rglob("*.jpg"))
+    write_dataset(tmp_path / "photos", seed=5, products=1, n_train=2, n_val=2, n_test=2, progress=False)
+    photo = next((tmp_path / "photos" / "test" / "genuine").rglob("*.jpg"))  # a 640x480 phone-like photo
     answer = httpx.post(f"{server}/v1/inspections", files={"image": ("p.jpg", photo.read_bytes(), "image/jpeg")})
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"]["name"] == "demo"
+    assert answer.json()["verdict"] in {"genuine", "counterfeit", "inconclusive"}
     assert httpx.post(f"{server}/v1/inspections", files={"image": ("x.jpg", b"nope", "image/jpeg")}).status_code == 415
 
 

@@ -21,9 +21,10 @@ from torch import nn
 from inference.classes import CLASSES
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
-from inference.predictor import INPUT_NAME, LOGITS_NAME, Predictor
+from inference.predictor import HEATMAP_NAME, INPUT_NAME, LOGITS_NAME, Predictor
 from training.checkpoint import load_checkpoint
 from training.data import PhotoDataset
+from training.model import WithHeatmap
 
 OPSET = 17
 TOLERANCE = 1e-4  # max |onnxruntime - torch| on logits
@@ -59,8 +60,9 @@ def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
         # these plain CNNs and needs onnxscript; the graph is verified against torch below either way.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (dummy,), buffer, input_names=[INPUT_NAME], output_names=[LOGITS_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, LOGITS_NAME: {0: "batch"}},
+            WithHeatmap(model).eval(), (dummy,), buffer, input_names=[INPUT_NAME],
+            output_names=[LOGITS_NAME, HEATMAP_NAME],
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, LOGITS_NAME, HEATMAP_NAME)},
             opset_version=OPSET, dynamo=False,
         )
     return buffer.getvalue()

@@ -24,6 +24,36 @@ def build(arch: str, num_classes: int = len(CLASSES)) -> nn.Module:
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 
+def split(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(features -> (N, C, h, w) map, head: pooled (N, C) -> logits) of a torchvision classifier.
+
+    model(x) == head(features(x).mean((2, 3))) for every architecture in ARCHS.
+    """
+    if isinstance(model, torchvision.models.ResNet):
+        stem = [model.conv1, model.bn1, model.relu, model.maxpool]
+        return nn.Sequential(*stem, model.layer1, model.layer2, model.layer3, model.layer4), model.fc
+    return model.features, model.classifier  # MobileNetV3, EfficientNet
+
+
+class WithHeatmap(nn.Module):
+    """The classifier plus a class activation map: the head applied at every feature-map location.
+
+    heatmap[n, i, j] = counterfeit minus genuine logit of location (i, j): where the evidence for
+    'counterfeit' is. For a linear head (ResNet, EfficientNet) it is exactly CAM (Zhou et al. 2016);
+    for MobileNetV3's two-layer head it is the same idea applied per location.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.features, self.head = split(model)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.features(images)
+        logits = self.head(feature_map.mean((2, 3)))
+        per_location = self.head(feature_map.permute(0, 2, 3, 1))  # (N, h, w, classes)
+        return logits, per_location[..., 1] - per_location[..., 0]
+
+
 def head_name(model: nn.Module) -> str:
     """Qualified name of the last Linear layer: the classifier head."""
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]

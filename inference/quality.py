@@ -1,0 +1,134 @@
+"""The photo-quality gate: is this photo good enough to judge? If not, say why and what to do.
+
+A confident verdict on a bad photo is worse than none, so the API answers "retake" instead of scoring a
+photo that is too small, blurry, too dark or overexposed.
+
+Every measure is taken on a grayscale copy no larger than WORKING_SIDE on its longer side, so it does not
+depend on the photo's resolution. WORKING_SIDE is the default model input's width: the server checks the
+image as `load_image` decoded it for the model (JPEGs at reduced scale, no smaller than the model input),
+and a 640x480 phone JPEG arrives as 320x240. Smaller images are measured as they are, never upscaled:
+upscaling would make every small photo look blurry as well as small.
+
+The default thresholds were tuned on 204 synthetic 640x480 photos (training/synth.py, some with mild
+defocus blur) and degraded copies of each, JPEG-encoded and decoded as the server does: Gaussian blur of
+radius 3-6, exposure x0.15-0.25, exposure x3 (clipped), shrunk to 120x90. Every clean photo passes and every
+degraded one fails for its own reason only, except that x3 on a dark-toned photo (mean luma under ~80)
+gives a normally exposed photo, which passes. The margins are in the comments of QualityThresholds
+(clean = worst clean photo, bad = worst degraded one); tests/test_quality.py repeats the check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+WORKING_SIDE = 320  # px, longer side of the grayscale copy the measures are taken on
+CLIPPED_LEVEL = 250  # luma at or above this counts as blown out
+_FLAT = 1.0  # luma variance (levels^2) below which a frame is blank
+
+# Reason codes in the order they are reported, each with the problem and what the inspector should do.
+_ADVICE: dict[str, tuple[str, str]] = {
+    "too_small": ("too small", "move closer or send the photo at full resolution"),
+    "blurry": ("blurry", "hold the phone still and tap to focus"),
+    "too_dark": ("too dark", "add light or move to a brighter spot"),
+    "overexposed": ("overexposed", "avoid direct light and glare on the package"),
+}
+REASONS: tuple[str, ...] = tuple(_ADVICE)
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    min_side: int = 240  # px of the original's shorter side: the default model input's height (bad: 90)
+    min_sharpness: float = 0.055  # see sharpness(); clean >= 0.084, blurred <= 0.036
+    min_brightness: float = 45.0  # mean luma 0..255; clean >= 48.5, darkened <= 42.1
+    max_brightness: float = 200.0  # mean luma; clean <= 189.7, x3 of a photo of mean luma >= 100: >= 208
+    max_clipped: float = 0.2  # share of luma >= CLIPPED_LEVEL; clean <= 0.124
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_brightness < self.max_brightness <= 255:
+            raise ValueError(
+                f"Brightness thresholds must satisfy 0 <= min < max <= 255; "
+                f"got min {self.min_brightness}, max {self.max_brightness}."
+            )
+        if not 0 <= self.max_clipped <= 1:
+            raise ValueError(f"max_clipped is a share of pixels, 0..1; got {self.max_clipped}.")
+        if self.min_side < 0 or self.min_sharpness < 0:
+            raise ValueError(f"min_side and min_sharpness must be >= 0; got {self.min_side}, {self.min_sharpness}.")
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    ok: bool
+    reasons: tuple[str, ...]  # stable codes, in REASONS order: too_small, blurry, too_dark, overexposed
+    message: str  # one sentence for the person holding the phone
+    measures: dict  # sharpness, brightness, clipped (0..1) and min_side (px), as compared with the thresholds
+
+
+def check(
+    image: Image.Image, original_size: tuple[int, int], thresholds: QualityThresholds = QualityThresholds()
+) -> QualityReport:
+    """Judge `image` (as decoded, possibly at reduced scale) of a photo that was `original_size` (w, h)."""
+    measures = measure(image, original_size)
+    reasons = _reasons(measures, thresholds)
+    return QualityReport(ok=not reasons, reasons=reasons, message=advice(reasons), measures=measures)
+
+
+def measure(image: Image.Image, original_size: tuple[int, int]) -> dict:
+    """The measures `check` compares with its thresholds."""
+    luma = working_luma(image)
+    return {
+        "sharpness": round(sharpness(luma), 4),
+        "brightness": round(float(luma.mean()), 2),
+        "clipped": round(float(np.count_nonzero(luma >= CLIPPED_LEVEL)) / luma.size, 4),
+        "min_side": int(min(original_size)),
+    }
+
+
+def working_luma(image: Image.Image) -> np.ndarray:
+    """Luma (float32, 0..255) of the image shrunk to fit WORKING_SIDE; small images are not enlarged."""
+    gray = image.convert("L")
+    scale = WORKING_SIDE / max(gray.size)
+    if scale < 1:
+        size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+        # BOX averages like JPEG's reduced-scale (draft) decoding does, so a photo measures the same whether
+        # it arrives as a draft-decoded JPEG or as a full-size PNG/HEIC (within 2% on synth photos;
+        # BILINEAR, which blurs more, gave 1.4-3x lower sharpness for the full-size one).
+        gray = gray.resize(size, Image.Resampling.BOX)
+    return np.asarray(gray, dtype=np.float32)
+
+
+def sharpness(luma: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian over the variance of the luma itself: how much of the photo's
+    contrast is fine detail. Both scale alike with exposure, so a dark photo does not also read as blurry
+    (nor an overexposed one as sharp), and the gate names the one problem the inspector has to fix."""
+    contrast = float(luma.var())
+    if min(luma.shape) < 3 or contrast < _FLAT:
+        return 0.0  # a blank frame has no detail to focus on
+    centre = luma[1:-1, 1:-1]
+    laplacian = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * centre
+    return float(laplacian.var()) / contrast
+
+
+def _reasons(measures: dict, thresholds: QualityThresholds) -> tuple[str, ...]:
+    failed = {
+        "too_small": measures["min_side"] < thresholds.min_side,
+        "blurry": measures["sharpness"] < thresholds.min_sharpness,
+        "too_dark": measures["brightness"] < thresholds.min_brightness,
+        "overexposed": measures["brightness"] > thresholds.max_brightness or measures["clipped"] > thresholds.max_clipped,
+    }
+    return tuple(reason for reason in REASONS if failed[reason])
+
+
+def advice(reasons: tuple[str, ...]) -> str:
+    """One sentence: what is wrong with the photo and what to do about it."""
+    if not reasons:
+        return "The photo is good enough to judge."
+    problems = _join([_ADVICE[reason][0] for reason in reasons])
+    fixes = _join([_ADVICE[reason][1] for reason in reasons])
+    return f"The photo is {problems}: {fixes}, then retake it."
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -1,0 +1,47 @@
+"""Dynamic batching: concurrent callers share onnxruntime calls and each gets its own answer."""
+
+import threading
+
+import numpy as np
+
+from inference.batching import Batcher
+
+
+def test_concurrent_requests_are_batched_and_answered_in_place(predictor):
+    sizes = []
+    batcher = Batcher(max_batch=8, max_wait_s=0.2, on_batch=sizes.append)
+    arrays = np.random.default_rng(0).normal(size=(8, 3, 48, 64)).astype(np.float32)
+    expected = predictor.scores(arrays)
+    got = [None] * 8
+
+    def call(i):
+        got[i] = batcher.score(predictor, arrays[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert np.allclose(got, expected, atol=1e-6)  # each caller got its own row
+    assert sum(sizes) == 8 and max(sizes) > 1  # and at least some shared a call
+
+
+def test_a_lone_request_waits_at_most_the_window(predictor):
+    batcher = Batcher(max_batch=32, max_wait_s=0.001)
+    array = np.zeros((3, 48, 64), np.float32)
+    assert 0 <= batcher.score(predictor, array) <= 1
+    batcher.close()
+
+
+def test_a_failing_model_fails_only_its_own_callers(predictor):
+    class Broken:
+        def scores(self, batch):
+            raise RuntimeError("boom")
+
+    batcher = Batcher(max_batch=4, max_wait_s=0.05)
+    bad = batcher.submit(Broken(), np.zeros((3, 48, 64), np.float32))
+    good = batcher.submit(predictor, np.zeros((3, 48, 64), np.float32))
+    assert isinstance(bad.exception(timeout=5), RuntimeError)
+    assert 0 <= good.result(timeout=5) <= 1
+    batcher.close()

@@ -1,0 +1,167 @@
+"""The service as operators run it: screenings, keys and roles, reload, metrics, request ids, retakes."""
+
+import base64
+import io
+import json
+import shutil
+
+import pytest
+from conftest import TINY_PHOTO_SETTINGS, image_bytes
+from fastapi.testclient import TestClient
+from PIL import Image, ImageFilter
+
+from inference.api import create_app
+from inference.auth import new_key
+from inference.settings import Settings
+
+
+def synth_photo(synth_data, label="genuine", index=0) -> bytes:
+    return sorted((synth_data / "test" / label).rglob("*.jpg"))[index].read_bytes()
+
+
+@pytest.fixture
+def model_dir(model_path, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(model_path, folder / "model.onnx")
+    return folder
+
+
+@pytest.fixture
+def keys():
+    made = {role: new_key(f"{role}-1", role) for role in ("inspector", "screener", "admin")}
+    return {role: key for role, (key, _) in made.items()}, [entry for _, entry in made.values()]
+
+
+@pytest.fixture
+def client(model_dir, keys):
+    settings = Settings(model_path=model_dir / "model.onnx", api_keys=keys[1], **TINY_PHOTO_SETTINGS)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def as_role(keys, role):
+    return {"X-API-Key": keys[0][role]}
+
+
+def test_screening_scores_each_image_in_order_with_its_own_errors(client, keys, synth_data):
+    files = [("images", ("a.jpg", synth_photo(synth_data), "image/jpeg")),
+             ("images", ("b.jpg", b"not an image", "image/jpeg")),
+             ("images", ("c.jpg", synth_photo(synth_data, "counterfeit"), "image/jpeg"))]
+    response = client.post("/v1/screenings", files=files, data={"ids": ["L-1", "L-2", "L-3"]},
+                           headers=as_role(keys, "screener"))
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == [0, 1, 2] and [r["id"] for r in results] == ["L-1", "L-2", "L-3"]
+    assert results[1]["error"]["code"] == "unsupported_format" and results[1]["score"] is None
+    assert all(r["verdict"] in {"genuine", "counterfeit", "inconclusive"} for r in (results[0], results[2]))
+
+
+def test_screening_limits(client, keys, synth_data):
+    photo = ("images", ("a.jpg", synth_photo(synth_data), "image/jpeg"))
+    too_many = client.post("/v1/screenings", files=[photo] * 65, headers=as_role(keys, "screener"))
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_images"
+    mismatch = client.post("/v1/screenings", files=[photo] * 2, data={"ids": ["only-one"]},
+                           headers=as_role(keys, "screener"))
+    assert mismatch.status_code == 422 and mismatch.json()["error"]["code"] == "ids_mismatch"
+
+
+def test_roles(client, keys, synth_data):
+    photo = {"image": ("a.jpg", synth_photo(synth_data), "image/jpeg")}
+    assert client.post("/v1/inspections", files=photo).status_code == 401
+    assert client.post("/v1/inspections", files=photo, headers={"X-API-Key": "guess"}).status_code == 401
+    assert client.post("/v1/inspections", files=photo, headers=as_role(keys, "screener")).status_code == 403
+    assert client.post("/v1/inspections", files=photo, headers=as_role(keys, "inspector")).status_code == 200
+    assert client.post("/v1/inspections", files=photo, headers=as_role(keys, "admin")).status_code == 200
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/v1/model", headers=as_role(keys, "screener")).status_code == 200
+
+
+def test_reload_swaps_the_model_and_refuses_broken_files(client, keys, model_dir, synth_data):
+    admin = as_role(keys, "admin")
+    old_version = client.get("/v1/model", headers=admin).json()["version"]
+    (model_dir / "broken.onnx").write_bytes((model_dir / "model.onnx").read_bytes()[:5000])  # truncated
+    refused = client.post("/v1/admin/model", json={"path": "broken.onnx"}, headers=admin)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_model"
+    escape = client.post("/v1/admin/model", json={"path": "../../etc/passwd"}, headers=admin)
+    assert escape.status_code == 422 and "outside the model directory" in escape.json()["error"]["message"]
+    assert client.post("/v1/admin/model", json={"path": "model.onnx"},
+                       headers=as_role(keys, "inspector")).status_code == 403
+    photo = {"image": ("a.jpg", synth_photo(synth_data), "image/jpeg")}
+    assert client.post("/v1/inspections", files=photo, headers=admin).json()["model"]["version"] == old_version
+    recalibrated = _with_other_version(model_dir)
+    reloaded = client.post("/v1/admin/model", json={"path": recalibrated.name}, headers=admin)
+    assert reloaded.status_code == 200 and reloaded.json()["version"] != old_version
+    answer = client.post("/v1/inspections", files=photo, headers=admin).json()
+    assert answer["model"]["version"] == reloaded.json()["version"]
+
+
+def _with_other_version(model_dir):
+    """The same model with other thresholds: a new file with a new content version."""
+    from training.calibrate import recalibrate
+
+    out = model_dir / "model-v2.onnx"
+    recalibrate(model_dir / "model.onnx", _labelled_folder(model_dir), out, target_precision=0.6)
+    return out
+
+
+def _labelled_folder(model_dir):
+    folder = model_dir.parent / "labelled"
+    for label, seed in (("genuine", 1), ("counterfeit", 2)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            (folder / label / f"{i}.png").write_bytes(image_bytes("PNG", seed=seed * 10 + i))
+    return folder
+
+
+def test_metrics_and_request_ids(client, keys, synth_data):
+    photo = {"image": ("a.jpg", synth_photo(synth_data), "image/jpeg")}
+    answer = client.post("/v1/inspections", files=photo, headers={**as_role(keys, "inspector"),
+                                                                  "X-Request-ID": "abc-123"})
+    assert answer.headers["X-Request-ID"] == "abc-123"
+    assert client.post("/v1/inspections", files={"image": ("x", b"", "image/jpeg")},
+                       headers=as_role(keys, "inspector")).headers.get("X-Request-ID")
+    text = client.get("/metrics", headers=as_role(keys, "admin")).text
+    verdict = answer.json()["verdict"]
+    assert f'counterfeit_verdicts_total{{verdict="{verdict}"}} 1.0' in text
+    assert "counterfeit_model_info" in text and "counterfeit_batch_size_count" in text
+    assert 'route="/v1/inspections"' in text
+
+
+def test_a_blurred_photo_gets_retake_with_the_reason(client, keys, synth_data):
+    photo = Image.open(io.BytesIO(synth_photo(synth_data))).resize((640, 480)).filter(ImageFilter.GaussianBlur(8))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90)
+    answer = client.post("/v1/inspections", files={"image": ("a.jpg", buffer.getvalue(), "image/jpeg")},
+                         headers=as_role(keys, "inspector")).json()
+    assert answer["verdict"] == "retake" and answer["score"] is None
+    assert "blurry" in answer["quality"]["reasons"] and answer["quality"]["message"]
+
+
+def test_explain_adds_a_heatmap_to_overlay_on_the_photo(client, keys, synth_data):
+    answer = client.post("/v1/inspections?explain=true",
+                         files={"image": ("a.jpg", synth_photo(synth_data), "image/jpeg")},
+                         headers=as_role(keys, "inspector")).json()
+    heatmap = Image.open(io.BytesIO(base64.b64decode(answer["heatmap"])))
+    assert heatmap.mode == "RGBA" and heatmap.size == (64, 48)  # the model input, as the photo was scored
+    plain = client.post("/v1/inspections", files={"image": ("a.jpg", synth_photo(synth_data), "image/jpeg")},
+                        headers=as_role(keys, "inspector")).json()
+    assert plain["heatmap"] is None and plain["score"] == pytest.approx(answer["score"], abs=1e-5)
+
+
+def test_explain_without_a_heatmap_output_is_a_clear_4xx(client, keys, synth_data, monkeypatch):
+    from inference.predictor import Predictor
+
+    monkeypatch.setattr(Predictor, "has_heatmap", property(lambda self: False))
+    answer = client.post("/v1/inspections?explain=true",
+                         files={"image": ("a.jpg", synth_photo(synth_data), "image/jpeg")},
+                         headers=as_role(keys, "inspector"))
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "explain_unavailable"
+
+
+def test_openapi_documents_keys_and_errors(client):
+    schema = client.get("/openapi.json").json()
+    assert "APIKeyHeader" in json.dumps(schema["components"]["securitySchemes"])
+    responses = schema["paths"]["/v1/inspections"]["post"]["responses"]
+    assert {"401", "403", "413", "415", "422"} <= set(responses)
