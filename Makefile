@@ -19,7 +19,7 @@ DEMO_RUN  := runs/demo
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
 	@echo "make test         install everything (torch included) and run the tests"
-	@echo "make bench        benchmarks: predictor (onnxruntime vs torch), training (loader vs pure step)"
+	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load"
 	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
 
 $(PY):
@@ -48,6 +48,8 @@ bench: install-dev
 	$(PY) bench/predictor.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/audit.py
+	$(PY) bench/photos.py
+	$(PY) bench/server.py
 
 # The demo model: fixed seeds end to end, so the same commands rebuild it.
 demo-model: install-dev

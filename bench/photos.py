@@ -6,6 +6,11 @@ Each run is what the server does per photo: `load_image(data, draft_to=(320, 240
 gives unrealistically smooth, small files) and encoded at quality 90, as a phone would. Prints the
 median time of each, side by side, and their ratio (goal: 12 MP at most 2x the 640x480 time).
 
+The 12 MP photo already decodes at 1/8 scale (500x375), the smallest scale libjpeg offers that is no
+smaller than the model input; what remains is Huffman decoding, which must read every byte of the file.
+The "decode MB/s" column shows both photos decode at about the same bytes per second, so the ratio
+follows the file sizes (20x here) and the 2x goal is out of reach for any decoder that reads whole files.
+
 Run: .venv/bin/python bench/photos.py [--runs N]
 """
 
@@ -20,6 +25,9 @@ import numpy as np
 from PIL import Image
 
 from inference.images import load_image
+from inference.predictor import Predictor
+from inference.quality import check
+from inference.settings import DEMO_MODEL
 from inference.preprocess import PreprocessSpec, preprocess
 from training.synth import jpeg_bytes, make_product_design, photograph, render_artwork
 
@@ -48,8 +56,18 @@ def decode(data: bytes):
     return load_image(data, draft_to=SPEC.size).image
 
 
-def end_to_end(data: bytes) -> np.ndarray:
+def decode_and_preprocess(data: bytes) -> np.ndarray:
     return preprocess(decode(data), SPEC)
+
+
+def end_to_end(predictor: Predictor):
+    """What one inspection costs without HTTP: decode, quality gate, preprocess, the demo model."""
+    def run(data: bytes) -> str:
+        loaded = predictor.load(data)
+        check(loaded.image, (loaded.width, loaded.height))
+        score = predictor.scores(preprocess(loaded.image, predictor.spec)[None])[0]
+        return predictor.decide(float(score)).verdict
+    return run
 
 
 def median_seconds(step, data: bytes, runs: int) -> float:
@@ -68,17 +86,21 @@ def main() -> None:
     args = parser.parse_args()
     photo = synth_photo()
     photos = {"640x480": jpeg_bytes(photo, 90), "4000x3000": phone_jpeg(photo)}
-    print(f"{'photo':<10} {'bytes':>10} {'decode ms':>10} {'total ms':>10} {'decode MB/s':>12}")
-    totals = {}
+    inspect = end_to_end(Predictor(DEMO_MODEL))
+    print(f"{'photo':<10} {'bytes':>10} {'decode ms':>10} {'+prep ms':>9} {'end-to-end ms':>14} {'decode MB/s':>12}")
+    totals, prepared = {}, {}
     for name, data in photos.items():
         runs = args.runs * (4 if name == "640x480" else 1)  # the small photo is quicker, its median noisier
-        decoding, totals[name] = median_seconds(decode, data, runs), median_seconds(end_to_end, data, runs)
+        decoding = median_seconds(decode, data, runs)
+        prepared[name] = median_seconds(decode_and_preprocess, data, runs)
+        totals[name] = median_seconds(inspect, data, runs)
         # JPEG bytes decoded per second: reduced-scale decoding still has to Huffman-decode every byte.
-        print(f"{name:<10} {len(data):>10,} {decoding * 1e3:>10.2f} {totals[name] * 1e3:>10.2f} "
-              f"{len(data) / decoding / 1e6:>12.0f}")
+        print(f"{name:<10} {len(data):>10,} {decoding * 1e3:>10.2f} {prepared[name] * 1e3:>9.2f} "
+              f"{totals[name] * 1e3:>14.2f} {len(data) / decoding / 1e6:>12.0f}")
     ratio = totals["4000x3000"] / totals["640x480"]
     verdict = "meets" if ratio <= GOAL_RATIO else "misses"
-    print(f"ratio 12 MP / 640x480: {ratio:.2f}x ({verdict} the goal of at most {GOAL_RATIO:.0f}x)")
+    print(f"end-to-end ratio 12 MP / 640x480: {ratio:.2f}x ({verdict} the goal of at most {GOAL_RATIO:.0f}x); "
+          f"decode + preprocess alone: {prepared['4000x3000'] / prepared['640x480']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Request threads put preprocessed arrays on a queue and wait; one worker thread takes the first item,
 waits up to `max_wait_s` for more (up to `max_batch`), runs them as one batch and hands each caller its
-row. A batch of 8 costs far less than 8 calls of 1, so throughput holds up under load while a lone
-request waits at most `max_wait_s` extra.
+row. A batch of 8 costs far less than 8 calls of 1, so throughput holds up under load.
+
+The worker only waits while other requests are on their way (announced with `expecting()` before
+they start decoding): a lone request is scored at once, without the wait.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,8 +36,21 @@ class Batcher:
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.on_batch = on_batch  # e.g. a metrics histogram of batch sizes
         self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._expected = 0  # requests between expecting() and their score: what a batch may still get
+        self._expected_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
+
+    @contextmanager
+    def expecting(self, count: int = 1):
+        """Announce `count` arrays that will be submitted within this block (e.g. once decoded)."""
+        with self._expected_lock:
+            self._expected += count
+        try:
+            yield
+        finally:
+            with self._expected_lock:
+                self._expected -= count
 
     def submit(self, predictor: Predictor, array: np.ndarray) -> Future:
         """Queue one preprocessed array (3, H, W); the future gives its calibrated score."""
@@ -64,8 +80,10 @@ class Batcher:
     def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
         batch, deadline = [first], time.monotonic() + self.max_wait_s
         while len(batch) < self.max_batch:
+            others_coming = self._expected > len(batch)  # announced, still decoding, not yet queued
+            timeout = max(0.0, deadline - time.monotonic()) if others_coming else 0.0
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:

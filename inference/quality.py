@@ -116,7 +116,8 @@ def _reasons(measures: dict, thresholds: QualityThresholds) -> tuple[str, ...]:
         "too_small": measures["min_side"] < thresholds.min_side,
         "blurry": measures["sharpness"] < thresholds.min_sharpness,
         "too_dark": measures["brightness"] < thresholds.min_brightness,
-        "overexposed": measures["brightness"] > thresholds.max_brightness or measures["clipped"] > thresholds.max_clipped,
+        "overexposed": (measures["brightness"] > thresholds.max_brightness
+                        or measures["clipped"] > thresholds.max_clipped),
     }
     return tuple(reason for reason in REASONS if failed[reason])
 

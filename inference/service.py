@@ -46,6 +46,11 @@ def _decode_and_check(data: bytes, predictor: Predictor, settings: Settings) -> 
 def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings,
                   explain: bool = False) -> Inspection:
     """One photo -> verdict. A photo that fails the quality gate gets 'retake' and no score."""
+    with batcher.expecting():
+        return _inspect(data, predictor, batcher, settings, explain)
+
+
+def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool) -> Inspection:
     loaded, quality = _decode_and_check(data, predictor, settings)
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
     if not quality.ok:
@@ -68,21 +73,24 @@ def screen_photos(photos: list[bytes], ids: list[str] | None, predictor: Predict
 
     Every photo is queued before any is awaited, so the whole request fills as few batches as possible.
     """
-    pending: list[tuple[dict, Future | None]] = []
-    for index, data in enumerate(photos):
-        entry = {"index": index, "id": ids[index] if ids else None}
-        try:
-            loaded, quality = _decode_and_check(data, predictor, settings)
-        except ImageError as exc:
-            pending.append(({**entry, "error": {"code": exc.code, "message": exc.message}}, None))
-            continue
-        entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))
-        if not quality.ok:
-            pending.append(({**entry, "verdict": RETAKE}, None))
-            continue
-        pending.append((entry, batcher.submit(predictor, preprocess(loaded.image, predictor.spec))))
-    results = [_finish(entry, future, predictor) for entry, future in pending]
+    with batcher.expecting(len(photos)):
+        pending = [_queue_one(index, data, ids, predictor, batcher, settings) for index, data in enumerate(photos)]
+        results = [_finish(entry, future, predictor) for entry, future in pending]
     return Screenings(results=results, **model_fields(predictor))
+
+
+def _queue_one(index: int, data: bytes, ids: list[str] | None, predictor: Predictor, batcher: Batcher,
+               settings: Settings) -> tuple[dict, Future | None]:
+    """Decode and check one photo and queue it for scoring; or its error / retake entry."""
+    entry = {"index": index, "id": ids[index] if ids else None}
+    try:
+        loaded, quality = _decode_and_check(data, predictor, settings)
+    except ImageError as exc:
+        return {**entry, "error": {"code": exc.code, "message": exc.message}}, None
+    entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))
+    if not quality.ok:
+        return {**entry, "verdict": RETAKE}, None
+    return entry, batcher.submit(predictor, preprocess(loaded.image, predictor.spec))
 
 
 def _finish(entry: dict, future: Future | None, predictor: Predictor) -> ScreeningResult:

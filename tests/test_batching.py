@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent callers share onnxruntime calls and each gets its own answer."""
 
 import threading
+import time
 
 import numpy as np
 
@@ -17,20 +18,24 @@ def test_concurrent_requests_are_batched_and_answered_in_place(predictor):
     def call(i):
         got[i] = batcher.score(predictor, arrays[i])
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with batcher.expecting(8):  # as 8 requests in flight announce themselves
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     batcher.close()
     assert np.allclose(got, expected, atol=1e-6)  # each caller got its own row
     assert sum(sizes) == 8 and max(sizes) > 1  # and at least some shared a call
 
 
-def test_a_lone_request_waits_at_most_the_window(predictor):
-    batcher = Batcher(max_batch=32, max_wait_s=0.001)
+def test_a_lone_request_does_not_wait_for_company(predictor):
+    batcher = Batcher(max_batch=32, max_wait_s=5.0)  # a window no test could sit through
     array = np.zeros((3, 48, 64), np.float32)
-    assert 0 <= batcher.score(predictor, array) <= 1
+    start = time.perf_counter()
+    with batcher.expecting():
+        assert 0 <= batcher.score(predictor, array) <= 1
+    assert time.perf_counter() - start < 2.0
     batcher.close()
 
 

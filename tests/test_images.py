@@ -28,11 +28,12 @@ def test_accepted_formats_decode_to_rgb(fmt):
         (image_bytes("TIFF"), "unsupported_format", 415),  # a TIFF is refused even if named .jpg
         (image_bytes("GIF", mode="L"), "unsupported_format", 415),
         (image_bytes("BMP"), "unsupported_format", 415),
-        (image_bytes("AVIF"), "unsupported_format", 415),  # an ISO BMFF file, but not HEIF
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(64), "unsupported_format", 415),  # not HEIF
         (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "unsupported_format", 415),
         (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 96 72\n", "unsupported_format", 415),
         (b"\xc5\xd0\xd3\xc6" + bytes(28), "unsupported_format", 415),  # binary (DOS) EPS header
-        (b"8BPS\x00\x01" + bytes(6) + b"\x00\x03\x00\x00\x00\x48\x00\x00\x00\x60\x00\x08\x00\x03", "unsupported_format", 415),
+        (b"8BPS\x00\x01" + bytes(6) + b"\x00\x03\x00\x00\x00\x48\x00\x00\x00\x60\x00\x08\x00\x03",  # PSD
+         "unsupported_format", 415),
         (image_bytes("JPEG", size=(200, 150))[:600], "corrupt_image", 422),  # cut inside the header
         (image_bytes("JPEG", size=(200, 150))[:6000], "corrupt_image", 422),  # cut inside the pixels
         (image_bytes("PNG", size=(200, 150))[:3000], "corrupt_image", 422),

@@ -1,0 +1,125 @@
+"""Benchmark: the HTTP server under concurrent load vs the bare predictor, side by side in one run.
+
+Starts `counterfeit serve` (the demo model, on loopback) in a subprocess, then for 1, 8 and 32
+concurrent clients posts the same 640x480 synth photo for a fixed number of requests each, and reports
+throughput and p50/p99 latency. The bare predictor (decode + quality + preprocess + predict, one
+thread, no HTTP) is measured on the same photo. Goal: server throughput >= 0.8x the bare predictor's.
+Only loopback is ever contacted; every loop is bounded in count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from inference.predictor import Predictor
+from inference.preprocess import preprocess
+from inference.quality import check
+from inference.settings import DEMO_MODEL
+from training.synth import write_dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from photos import phone_jpeg  # noqa: E402  (bench scripts are run as files, not as a package)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):  # at most 60 s to come up
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the server did not become ready within 60 s")
+
+
+def bare_rate(photo: bytes, count: int) -> float:
+    predictor = Predictor(DEMO_MODEL)
+    start = time.perf_counter()
+    for _ in range(count):
+        loaded = predictor.load(photo)
+        check(loaded.image, (loaded.width, loaded.height))
+        predictor.scores(preprocess(loaded.image, predictor.spec)[None])
+    return count / (time.perf_counter() - start)
+
+
+def load_test(url: str, photo: bytes, clients: int, per_client: int) -> tuple[float, list[float]]:
+    """-> (requests/s, latencies in s) for `clients` threads each sending `per_client` requests."""
+    def client(_: int) -> list[float]:
+        latencies = []
+        with httpx.Client(timeout=60) as session:
+            for _ in range(per_client):
+                start = time.perf_counter()
+                answer = session.post(url, files={"image": ("p.jpg", photo, "image/jpeg")})
+                answer.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+        return latencies
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = [t for per in pool.map(client, range(clients)) for t in per]
+    return len(latencies) / (time.perf_counter() - start), latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def print_photo_size_ratio(url: str, photo: bytes, big_photo: bytes, count: int = 30) -> None:
+    """End to end, one client: a 12 MP phone JPEG against the 640x480 photo it was made from."""
+    medians = {}
+    for name, data in (("640x480", photo), ("12 MP", big_photo)):
+        _, latencies = load_test(url, data, clients=1, per_client=count)
+        medians[name] = statistics.median(latencies)
+    print(f"  end to end, 1 client: 640x480 ({len(photo):,} B) p50 {medians['640x480'] * 1000:.1f} ms; "
+          f"12 MP ({len(big_photo):,} B) p50 {medians['12 MP'] * 1000:.1f} ms; "
+          f"ratio {medians['12 MP'] / medians['640x480']:.2f}x (goal <= 2x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=192, help="requests per concurrency level")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(Path(tmp) / "d", seed=0, products=1, n_train=2, n_val=2, n_test=2, progress=False)
+        photo = next((Path(tmp) / "d" / "test").rglob("*.jpg")).read_bytes()
+    big_photo = phone_jpeg(Image.open(io.BytesIO(photo)))
+    bare = bare_rate(photo, args.requests)
+    port = free_port()
+    server = start_server(port)
+    try:
+        print(f"server vs bare predictor: demo model, one 640x480 JPEG, {args.requests} requests per level")
+        print(f"  bare predictor (1 thread, no HTTP): {bare:7.1f} img/s")
+        print(f"  {'clients':>7}  {'img/s':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'vs bare':>7}")
+        for clients in (1, 8, 32):
+            rate, latencies = load_test(f"http://127.0.0.1:{port}/v1/inspections", photo, clients,
+                                        max(1, args.requests // clients))
+            print(f"  {clients:>7}  {rate:7.1f}  {percentile(latencies, 50) * 1000:7.1f}  "
+                  f"{percentile(latencies, 99) * 1000:7.1f}  {rate / bare:6.2f}x")
+        print_photo_size_ratio(f"http://127.0.0.1:{port}/v1/inspections", photo, big_photo)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
