@@ -55,3 +55,73 @@ def test_serve_refuses_a_missing_model_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == f"counterfeit serve: error: Model file not found: {tmp_path / 'none.onnx'}"
+
+
+def start(args: list[str], env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:
+    import os
+
+    port = free_port()
+    env = {**os.environ, **(env_extra or {})}
+    process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {process.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail("server did not become ready")
+
+
+def wait_for(condition, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sighup_reloads_the_model_file_and_keeps_serving_on_a_bad_one(model_path, synth_data, tmp_path):
+    import shutil
+    import signal
+
+    from training.calibrate import recalibrate
+
+    served = tmp_path / "model.onnx"
+    shutil.copy(model_path, served)
+    process, url = start(["--model", str(served)])
+    try:
+        old = httpx.get(f"{url}/v1/model").json()["version"]
+        recalibrate(model_path, synth_data / "val", tmp_path / "new.onnx", target_precision=0.6)
+        shutil.copy(tmp_path / "new.onnx", served)
+        process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: httpx.get(f"{url}/v1/model").json()["version"] != old)
+        new = httpx.get(f"{url}/v1/model").json()["version"]
+        served.write_bytes(b"truncated")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert httpx.get(f"{url}/v1/model").json()["version"] == new  # the bad file was refused
+        assert httpx.get(f"{url}/readyz").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "reload refused" in process.stdout.read()
+
+
+def test_sigterm_turns_readiness_503_first_then_exits_cleanly(model_path):
+    import signal
+
+    process, url = start(["--model", str(model_path)], {"COUNTERFEIT_DRAIN_SECONDS": "2"})
+    process.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 503, seconds=1.5)
+    assert httpx.get(f"{url}/healthz").status_code == 200  # still answering while it drains
+    assert httpx.get(f"{url}/v1/model").status_code == 200
+    # uvicorn re-raises the signal once it has shut down cleanly, as a well-behaved daemon does
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    log = process.stdout.read()
+    assert "Application shutdown complete" in log and "readiness is 503" in log
