@@ -14,7 +14,7 @@ PORT ?= 8000
 DEMO_DATA := datasets/demo-synth
 DEMO_RUN  := runs/demo
 
-.PHONY: help install install-dev run test bench demo-model clean
+.PHONY: help install install-dev browser run test bench demo-model clean
 
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
@@ -38,10 +38,15 @@ install: $(SERVE_STAMP)
 
 install-dev: $(DEV_STAMP)
 
+# Headless Chromium for the web page's browser tests (Debian's package; needs root, as CI runs).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium chromium-driver; }
+
 run: install
 	$(BIN)/counterfeit serve --host $(HOST) --port $(PORT)
 
-test: install-dev
+test: install-dev browser
 	$(PY) -m pytest -q
 
 bench: install-dev

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from inference.auth import AdminDep, InspectorDep, Principal, ScreenerDep, require
 from inference.batching import Batcher
+from inference.body_limit import MULTIPART_OVERHEAD, BodyLimitMiddleware
 from inference.errors import ApiError, install_error_handlers
 from inference.metadata import ModelFileError
 from inference.model_slot import ModelSlot, load_validated, resolve_in
@@ -172,6 +173,12 @@ async def lifespan(app: FastAPI):
     app.state.batcher.close()
 
 
+def body_limit(settings: Settings, path: str) -> int:
+    """Largest request body for a path, bytes: one photo, or a screening's worth of photos."""
+    photos = settings.max_screening_images if path == "/v1/screenings" else 1
+    return photos * settings.max_upload_bytes + MULTIPART_OVERHEAD
+
+
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
     """The app; the model loads at startup (lifespan) unless a ready `predictor` is handed in."""
     app = FastAPI(title="counterfeit-detector", version="1", lifespan=lifespan,
@@ -180,6 +187,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.slot = ModelSlot(predictor)
     app.state.draining = False
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit(app.state.settings, path))
     install_observability(app, metrics_dependencies=[Depends(require("admin"))])
     app.include_router(router)
     return app

@@ -91,3 +91,20 @@ def test_unknown_route_and_method_use_the_error_shape(client):
 def test_png_and_webp_photos_are_scored(client):
     for fmt, mime in (("PNG", "image/png"), ("WEBP", "image/webp")):
         assert post_photo(client, image_bytes(fmt), f"a.{fmt.lower()}", mime).status_code == 200
+
+
+def test_an_oversized_body_is_refused_before_it_is_parsed(model_path):
+    settings = Settings(model_path=model_path, max_upload_bytes=10_000, **TINY_PHOTO_SETTINGS)
+    with TestClient(create_app(settings)) as client:
+        big = image_bytes("PNG", size=(400, 400))  # ~480 kB of noise: far over 10 kB + overhead
+        response = post_photo(client, big, "big.png", "image/png")
+        assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+        def chunks():  # no Content-Length: the limit is counted as the body streams in
+            yield b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
+            for _ in range(20):
+                yield b"\0" * 10_000
+
+        streamed = client.post("/v1/inspections", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=x"})
+        assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "request_too_large"
