@@ -25,7 +25,10 @@ from inference.model_slot import ModelSlot, load_validated, resolve_in
 from inference.observability import install_observability
 from inference.predictor import Predictor
 from inference.schemas import ErrorResponse, Health, Inspection, ModelReload, Screenings
-from inference.service import inspect_photo, screen_photos
+from inference.evidence import open_store
+from inference.evidence_api import StoreDep
+from inference.evidence_api import router as evidence_router
+from inference.service import inspect_photo, record_inspection, record_screenings, screen_photos
 from inference.settings import Settings
 
 log = logging.getLogger("counterfeit.api")
@@ -75,11 +78,18 @@ router = APIRouter()
 @router.post("/v1/inspections", response_model=Inspection, responses=ERROR_RESPONSES, tags=["inspections"])
 def create_inspection(
     image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP or HEIC")],
-    principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep, request: Request,
+    principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
+    store: StoreDep, request: Request,
+    location: Annotated[str | None, Form(max_length=200, description="port or site code")] = None,
+    case: Annotated[str | None, Form(max_length=200, description="shipment or case reference")] = None,
+    note: Annotated[str | None, Form(max_length=2000)] = None,
     explain: Annotated[bool, Query(description="add a heatmap of where the model looked")] = False,
 ) -> Inspection:
-    """Score one photo: verdict (or `retake` for a poor photo), calibrated score, thresholds, model version."""
-    result = inspect_photo(read_upload(image, settings.max_upload_bytes), predictor, batcher, settings, explain)
+    """Score one photo and keep it as evidence: verdict (or `retake` for a poor photo), calibrated score,
+    thresholds, model version, and the id of its evidence record."""
+    data = read_upload(image, settings.max_upload_bytes)
+    result, embedding = inspect_photo(data, predictor, batcher, settings, explain)
+    result = record_inspection(store, data, result, embedding, principal.subject, location, case, note)
     request.app.state.metrics.count_verdict(result.verdict)
     return result
 
@@ -87,7 +97,8 @@ def create_inspection(
 @router.post("/v1/screenings", response_model=Screenings, responses=ERROR_RESPONSES, tags=["screenings"])
 def create_screenings(
     images: Annotated[list[UploadFile], File(description="up to max_screening_images photos")],
-    principal: ScreenerDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep, request: Request,
+    principal: ScreenerDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
+    store: StoreDep, request: Request,
     ids: Annotated[list[str] | None, Form(description="one id per image (listing or seller id), in order")] = None,
 ) -> Screenings:
     """Score many listing photos in one request; each result stands alone, in request order."""
@@ -97,7 +108,9 @@ def create_screenings(
     if ids is not None and len(ids) != len(images):
         raise ApiError(422, "ids_mismatch", f"{len(ids)} ids for {len(images)} images: send one id per image.")
     photos = [read_upload(upload, settings.max_upload_bytes) for upload in images]
-    result = screen_photos(photos, ids, predictor, batcher, settings)
+    result, embeddings = screen_photos(photos, ids, predictor, batcher, settings)
+    if settings.record_screenings:
+        result = record_screenings(store, photos, result, embeddings, principal.subject)
     for item in result.results:
         if item.verdict is not None:
             request.app.state.metrics.count_verdict(item.verdict)
@@ -165,12 +178,15 @@ async def lifespan(app: FastAPI):
         app.state.slot.current = await run_in_threadpool(load_validated, settings.model_path, settings.threads)
     meta = app.state.slot.current.metadata
     app.state.metrics.set_model(meta.name, meta.version)
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    app.state.evidence = await run_in_threadpool(open_store, url, settings.data_dir, limits=settings.limits)
     app.state.batcher = Batcher(settings.max_batch, settings.batch_wait_ms / 1000, app.state.metrics.observe_batch)
     install_sighup_reload(app)
     log.info("serving model %s version %s from %s", meta.name, meta.version, settings.model_path)
     yield
     app.state.draining = True
     app.state.batcher.close()
+    app.state.evidence.close()
 
 
 def body_limit(settings: Settings, path: str) -> int:
@@ -190,4 +206,5 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit(app.state.settings, path))
     install_observability(app, metrics_dependencies=[Depends(require("admin"))])
     app.include_router(router)
+    app.include_router(evidence_router)
     return app

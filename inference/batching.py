@@ -53,13 +53,13 @@ class Batcher:
                 self._expected -= count
 
     def submit(self, predictor: Predictor, array: np.ndarray) -> Future:
-        """Queue one preprocessed array (3, H, W); the future gives its calibrated score."""
+        """Queue one preprocessed array (3, H, W); the future gives (calibrated score, embedding or None)."""
         item = _Item(predictor, array)
         self._queue.put(item)
         return item.future
 
-    def score(self, predictor: Predictor, array: np.ndarray) -> float:
-        """Calibrated score of one preprocessed array; blocks until its batch has run."""
+    def score(self, predictor: Predictor, array: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """(Calibrated score, embedding or None) of one preprocessed array; blocks until its batch has run."""
         return self.submit(predictor, array).result()
 
     def close(self) -> None:
@@ -96,12 +96,12 @@ class Batcher:
         for predictor in {id(item.predictor): item.predictor for item in batch}.values():
             group = [item for item in batch if item.predictor is predictor]
             try:
-                scores = predictor.scores(np.stack([item.array for item in group]))
+                scores, embeddings = predictor.scores_and_embeddings(np.stack([item.array for item in group]))
             except Exception as exc:  # delivered to each waiting request, which answers 500
                 for item in group:
                     item.future.set_exception(exc)
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(group))
-            for item, score in zip(group, scores):
-                item.future.set_result(float(score))
+            for index, item in enumerate(group):
+                item.future.set_result((float(scores[index]), None if embeddings is None else embeddings[index]))

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from inference.evidence import OriginalChanged, StoreUnavailable
 from inference.images import ImageError
 
 log = logging.getLogger("counterfeit.api")
@@ -45,6 +46,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImageError)
     async def _image_error(_: Request, exc: ImageError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("evidence store unavailable: %s", exc)
+        response = error_response(503, "evidence_unavailable", "The evidence store is unavailable (disk full or "
+                                  "database down), so nothing was recorded. Retry shortly.")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(OriginalChanged)
+    async def _original_changed(_: Request, exc: OriginalChanged) -> JSONResponse:
+        log.error("evidence corrupted: %s", exc)
+        return error_response(500, "evidence_corrupted", "A stored photo no longer matches its hash; "
+                              "run `counterfeit evidence verify`.")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

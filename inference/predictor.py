@@ -19,7 +19,8 @@ from inference.preprocess import preprocess
 
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
-HEATMAP_NAME = "heatmap"  # optional second output (N, h, w): counterfeit evidence per region
+HEATMAP_NAME = "heatmap"  # optional output (N, h, w): counterfeit evidence per region
+EMBEDDING_NAME = "embedding"  # optional output (N, D): L2-normalised features, to find the same goods again
 MAX_BATCH = 32  # images per onnxruntime call: bounds memory (32 x 3 x 240 x 320 floats = 29 MB)
 
 
@@ -77,16 +78,28 @@ class Predictor:
         return softmax_scores(self.logits(batch), self.metadata.temperature, self._counterfeit_index)
 
     @property
+    def has_embedding(self) -> bool:
+        return EMBEDDING_NAME in {o.name for o in self.session.get_outputs()}
+
+    def scores_and_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated scores and, when the model has them, embeddings, from one onnxruntime call."""
+        if not self.has_embedding:
+            return self.scores(batch), None
+        logits, embeddings = self.session.run([LOGITS_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
+        return softmax_scores(logits, self.metadata.temperature, self._counterfeit_index), embeddings
+
+    @property
     def has_heatmap(self) -> bool:
         return HEATMAP_NAME in {o.name for o in self.session.get_outputs()}
 
-    def explain(self, array: np.ndarray) -> tuple[float, bytes]:
-        """(calibrated score, heatmap PNG) for one preprocessed array, from the model's heatmap output."""
+    def explain(self, array: np.ndarray) -> tuple[float, bytes, np.ndarray | None]:
+        """(calibrated score, heatmap PNG, embedding or None) for one preprocessed array."""
         if not self.has_heatmap:
             raise ModelFileError(f"{self.path.name} has no '{HEATMAP_NAME}' output: re-export it to get heatmaps.")
-        logits, heatmap = self.session.run([LOGITS_NAME, HEATMAP_NAME], {INPUT_NAME: array[None]})
+        names = [LOGITS_NAME, HEATMAP_NAME] + ([EMBEDDING_NAME] if self.has_embedding else [])
+        logits, heatmap, *embedding = self.session.run(names, {INPUT_NAME: array[None]})
         score = float(softmax_scores(logits, self.metadata.temperature, self._counterfeit_index)[0])
-        return score, heatmap_png(heatmap[0], self.spec.size)
+        return score, heatmap_png(heatmap[0], self.spec.size), embedding[0][0] if embedding else None
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:

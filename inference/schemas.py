@@ -40,6 +40,8 @@ class Inspection(BaseModel):
     quality: Quality
     heatmap: str | None = Field(None, description="with ?explain=true: PNG (base64) of where the model looked, "
                                 "the size of the photo as scored")
+    id: str | None = Field(None, description="the evidence record: GET /v1/inspections/{id}")
+    recorded_at: str | None = Field(None, description="UTC time the record was stored")
 
     model_config = {
         "json_schema_extra": {
@@ -64,6 +66,7 @@ class ScreeningResult(BaseModel):
     image: ImageInfo | None = None
     quality: Quality | None = None
     error: "ErrorBody | None" = Field(None, description="why this image could not be scored; the others still are")
+    record_id: str | None = Field(None, description="the evidence record of this image, when screenings are kept")
 
 
 class Screenings(BaseModel):

@@ -10,8 +10,11 @@ import hashlib
 from concurrent.futures import Future
 from dataclasses import asdict
 
+import numpy as np
+
 from inference.batching import Batcher
 from inference.errors import ApiError
+from inference.evidence import EvidenceStore, inspection_fields, screening_fields
 from inference.images import ImageError, LoadedImage
 from inference.metadata import ModelFileError
 from inference.predictor import Predictor
@@ -44,39 +47,42 @@ def _decode_and_check(data: bytes, predictor: Predictor, settings: Settings) -> 
 
 
 def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings,
-                  explain: bool = False) -> Inspection:
-    """One photo -> verdict. A photo that fails the quality gate gets 'retake' and no score."""
+                  explain: bool = False) -> tuple[Inspection, np.ndarray | None]:
+    """One photo -> (verdict, embedding for the evidence store). A photo that fails the quality gate
+    gets 'retake' and no score."""
     with batcher.expecting():
         return _inspect(data, predictor, batcher, settings, explain)
 
 
-def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool) -> Inspection:
+def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool):
     loaded, quality = _decode_and_check(data, predictor, settings)
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
     if not quality.ok:
-        return Inspection(verdict=RETAKE, score=None, **answer)
+        return Inspection(verdict=RETAKE, score=None, **answer), None
     array = preprocess(loaded.image, predictor.spec)
     if explain:
         try:
-            score, heatmap_png = predictor.explain(array)
+            score, heatmap_png, embedding = predictor.explain(array)
         except ModelFileError as exc:
             raise ApiError(422, "explain_unavailable", str(exc)) from exc
         answer["heatmap"] = base64.b64encode(heatmap_png).decode("ascii")
     else:
-        score = batcher.score(predictor, array)
-    return Inspection(verdict=predictor.decide(score).verdict, score=score, **answer)
+        score, embedding = batcher.score(predictor, array)
+    return Inspection(verdict=predictor.decide(score).verdict, score=score, **answer), embedding
 
 
 def screen_photos(photos: list[bytes], ids: list[str] | None, predictor: Predictor, batcher: Batcher,
-                  settings: Settings) -> Screenings:
+                  settings: Settings) -> tuple[Screenings, list[np.ndarray | None]]:
     """Many photos, each independent: one bad photo gets its own error and the rest are scored.
+    -> (the answer, each photo's embedding or None).
 
     Every photo is queued before any is awaited, so the whole request fills as few batches as possible.
     """
     with batcher.expecting(len(photos)):
         pending = [_queue_one(index, data, ids, predictor, batcher, settings) for index, data in enumerate(photos)]
-        results = [_finish(entry, future, predictor) for entry, future in pending]
-    return Screenings(results=results, **model_fields(predictor))
+        finished = [_finish(entry, future, predictor) for entry, future in pending]
+    results = [result for result, _ in finished]
+    return Screenings(results=results, **model_fields(predictor)), [embedding for _, embedding in finished]
 
 
 def _queue_one(index: int, data: bytes, ids: list[str] | None, predictor: Predictor, batcher: Batcher,
@@ -93,8 +99,33 @@ def _queue_one(index: int, data: bytes, ids: list[str] | None, predictor: Predic
     return entry, batcher.submit(predictor, preprocess(loaded.image, predictor.spec))
 
 
-def _finish(entry: dict, future: Future | None, predictor: Predictor) -> ScreeningResult:
-    if future is not None:
-        score = future.result()
-        entry.update(score=score, verdict=predictor.decide(score).verdict)
-    return ScreeningResult(**entry)
+def _finish(entry: dict, future: Future | None, predictor: Predictor) -> tuple[ScreeningResult, np.ndarray | None]:
+    if future is None:
+        return ScreeningResult(**entry), None
+    score, embedding = future.result()
+    entry.update(score=score, verdict=predictor.decide(score).verdict)
+    return ScreeningResult(**entry), embedding
+
+
+def record_inspection(store: EvidenceStore, data: bytes, inspection: Inspection, embedding: np.ndarray | None,
+                      subject: str, location: str | None, case: str | None, note: str | None) -> Inspection:
+    """Keep the inspection as evidence; the answer then names its record."""
+    record = store.record(image_bytes=data, **inspection_fields(inspection), subject=subject,
+                          location=location, case=case, note=note)
+    if embedding is not None:
+        store.add_embedding(record.id, embedding)
+    return inspection.model_copy(update={"id": record.id, "recorded_at": record.created_at})
+
+
+def record_screenings(store: EvidenceStore, photos: list[bytes], screenings: Screenings,
+                      embeddings: list[np.ndarray | None], subject: str) -> Screenings:
+    """Keep every scored listing photo (with its caller id) as evidence, for linking seizures to listings."""
+    results = []
+    for data, result, embedding in zip(photos, screenings.results, embeddings):
+        if result.error is None:
+            record = store.record(image_bytes=data, **screening_fields(result, screenings), subject=subject)
+            if embedding is not None:
+                store.add_embedding(record.id, embedding)
+            result = result.model_copy(update={"record_id": record.id})
+        results.append(result)
+    return screenings.model_copy(update={"results": results})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.auth import ApiKey
@@ -27,6 +27,12 @@ class Settings(BaseSettings):
                                    "default: the folder of model_path.")
     api_keys: list[ApiKey] = Field([], description="JSON list of {subject, role, sha256}; make entries with "
                                    "`counterfeit keys new`. Empty: open API, loopback only.")
+    data_dir: Path = Field(Path("evidence"), description="Evidence store folder: the SQLite database (default) "
+                           "and the original photos. Shared storage when several replicas use PostgreSQL.")
+    database_url: SecretStr | None = Field(None, description="postgresql://user:password@host/db for several "
+                                           "replicas; unset: SQLite in data_dir.")
+    record_screenings: bool = Field(True, description="Keep screened listing photos in the evidence log too, "
+                                    "so seizures can be linked to the listings that show the same goods.")
     max_batch: int = Field(32, ge=1, le=256, description="Most images scored in one onnxruntime call.")
     batch_wait_ms: float = Field(4.0, ge=0, le=1000, description="How long the first request of a batch "
                                  "waits for others to join it, milliseconds.")

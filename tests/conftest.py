@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -92,3 +93,29 @@ def ctrl_c_in_epoch(monkeypatch, epoch: int) -> None:
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(train, "train_one_epoch", interrupted)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway local PostgreSQL server for the session (or COUNTERFEIT_TEST_DATABASE_URL's)."""
+    pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
+    from evidence_backends import PostgresUnavailable, postgres_server
+
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_server())
+        except PostgresUnavailable as exc:
+            pytest.skip(f"PostgreSQL: {exc}")
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """None (SQLite in the data folder) or a fresh PostgreSQL schema: API tests run against both."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from evidence_backends import fresh_schema
+
+    with fresh_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url

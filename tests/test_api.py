@@ -11,8 +11,8 @@ from inference.settings import Settings
 
 
 @pytest.fixture
-def client(model_path):
-    app = create_app(Settings(model_path=model_path, **TINY_PHOTO_SETTINGS))
+def client(model_path, tmp_path):
+    app = create_app(Settings(model_path=model_path, data_dir=tmp_path / "evidence", **TINY_PHOTO_SETTINGS))
     with TestClient(app) as client:  # runs the lifespan: the model loads from the file
         yield client
 
@@ -40,8 +40,8 @@ def test_model_metadata_and_probes(client):
     assert client.get("/readyz").status_code == 200
 
 
-def test_readyz_is_503_until_a_model_is_loaded(model_path):
-    app = create_app(Settings(model_path=model_path))
+def test_readyz_is_503_until_a_model_is_loaded(model_path, tmp_path):
+    app = create_app(Settings(model_path=model_path, data_dir=tmp_path))
     client = TestClient(app)  # not entered: lifespan has not run, so nothing is loaded
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
@@ -77,15 +77,16 @@ def test_missing_field_and_empty_body(client):
         assert error["code"] == "invalid_request" and "`image`" in error["message"]
 
 
-def test_too_large_upload_is_413(client, model_path):
-    client.app.dependency_overrides[get_settings] = lambda: Settings(model_path=model_path, max_upload_bytes=1000, **TINY_PHOTO_SETTINGS)
+def test_too_large_upload_is_413(client, model_path, tmp_path):
+    client.app.dependency_overrides[get_settings] = lambda: Settings(
+        model_path=model_path, data_dir=tmp_path / "evidence", max_upload_bytes=1000, **TINY_PHOTO_SETTINGS)
     response = post_photo(client, image_bytes("PNG", size=(128, 128)))
     assert response.status_code == 413 and response.json()["error"]["code"] == "image_too_large"
 
 
 def test_unknown_route_and_method_use_the_error_shape(client):
     assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
-    assert client.get("/v1/inspections").json()["error"]["code"] == "method_not_allowed"
+    assert client.delete("/v1/inspections").json()["error"]["code"] == "method_not_allowed"
 
 
 def test_png_and_webp_photos_are_scored(client):
@@ -93,8 +94,8 @@ def test_png_and_webp_photos_are_scored(client):
         assert post_photo(client, image_bytes(fmt), f"a.{fmt.lower()}", mime).status_code == 200
 
 
-def test_an_oversized_body_is_refused_before_it_is_parsed(model_path):
-    settings = Settings(model_path=model_path, max_upload_bytes=10_000, **TINY_PHOTO_SETTINGS)
+def test_an_oversized_body_is_refused_before_it_is_parsed(model_path, tmp_path):
+    settings = Settings(model_path=model_path, data_dir=tmp_path, max_upload_bytes=10_000, **TINY_PHOTO_SETTINGS)
     with TestClient(create_app(settings)) as client:
         big = image_bytes("PNG", size=(400, 400))  # ~480 kB of noise: far over 10 kB + overhead
         response = post_photo(client, big, "big.png", "image/png")

@@ -16,7 +16,7 @@ def test_concurrent_requests_are_batched_and_answered_in_place(predictor):
     got = [None] * 8
 
     def call(i):
-        got[i] = batcher.score(predictor, arrays[i])
+        got[i] = batcher.score(predictor, arrays[i])[0]
 
     with batcher.expecting(8):  # as 8 requests in flight announce themselves
         threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
@@ -34,19 +34,20 @@ def test_a_lone_request_does_not_wait_for_company(predictor):
     array = np.zeros((3, 48, 64), np.float32)
     start = time.perf_counter()
     with batcher.expecting():
-        assert 0 <= batcher.score(predictor, array) <= 1
+        assert 0 <= batcher.score(predictor, array)[0] <= 1
     assert time.perf_counter() - start < 2.0
     batcher.close()
 
 
 def test_a_failing_model_fails_only_its_own_callers(predictor):
     class Broken:
-        def scores(self, batch):
+        def scores_and_embeddings(self, batch):
             raise RuntimeError("boom")
 
     batcher = Batcher(max_batch=4, max_wait_s=0.05)
-    bad = batcher.submit(Broken(), np.zeros((3, 48, 64), np.float32))
+    bad = batcher.submit(Broken(), np.zeros((3, 48, 64), np.float32))  # type: ignore[arg-type]
     good = batcher.submit(predictor, np.zeros((3, 48, 64), np.float32))
     assert isinstance(bad.exception(timeout=5), RuntimeError)
-    assert 0 <= good.result(timeout=5) <= 1
+    score, embedding = good.result(timeout=5)
+    assert 0 <= score <= 1 and embedding.shape == (576,)
     batcher.close()

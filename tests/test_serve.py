@@ -17,10 +17,13 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server():
+def server(tmp_path):
+    import os
+
     port = free_port()
+    env = {**os.environ, "COUNTERFEIT_DATA_DIR": str(tmp_path / "evidence")}  # never the working folder
     process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):  # up to 30 s for the process to start and load the model
@@ -59,9 +62,10 @@ def test_serve_refuses_a_missing_model_in_one_line(tmp_path):
 
 def start(args: list[str], env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:
     import os
+    import tempfile
 
     port = free_port()
-    env = {**os.environ, **(env_extra or {})}
+    env = {**os.environ, "COUNTERFEIT_DATA_DIR": tempfile.mkdtemp(prefix="evidence-"), **(env_extra or {})}
     process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port), *args],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"

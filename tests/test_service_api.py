@@ -34,8 +34,9 @@ def keys():
 
 
 @pytest.fixture
-def client(model_dir, keys):
-    settings = Settings(model_path=model_dir / "model.onnx", api_keys=keys[1], **TINY_PHOTO_SETTINGS)
+def client(model_dir, keys, tmp_path):
+    settings = Settings(model_path=model_dir / "model.onnx", api_keys=keys[1], data_dir=tmp_path / "evidence",
+                        **TINY_PHOTO_SETTINGS)
     with TestClient(create_app(settings)) as client:
         yield client
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 import counterfeit.cli, inference.evaluate, inference.screen
 from inference.api import create_app
 from inference.settings import Settings
-with TestClient(create_app(Settings(model_path=sys.argv[1]))) as client:
+with TestClient(create_app(Settings(model_path=sys.argv[1], data_dir=sys.argv[3]))) as client:
     answer = client.post("/v1/inspections", files={"image": ("a.jpg", open(sys.argv[2], "rb"), "image/jpeg")})
     assert answer.status_code == 200, answer.text
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "onnx", "training"))
@@ -17,9 +17,9 @@ print(heavy)
 """
 
 
-def test_serving_path_never_imports_torch(model_path, synth_data):
+def test_serving_path_never_imports_torch(model_path, synth_data, tmp_path):
     photo = next((synth_data / "test").rglob("*.jpg"))
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(model_path), str(photo)],
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(model_path), str(photo), str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

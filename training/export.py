@@ -21,7 +21,7 @@ from torch import nn
 from inference.classes import CLASSES
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
-from inference.predictor import HEATMAP_NAME, INPUT_NAME, LOGITS_NAME, Predictor
+from inference.predictor import EMBEDDING_NAME, HEATMAP_NAME, INPUT_NAME, LOGITS_NAME, Predictor
 from training.checkpoint import load_checkpoint
 from training.data import PhotoDataset
 from training.model import WithHeatmap
@@ -61,8 +61,8 @@ def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             WithHeatmap(model).eval(), (dummy,), buffer, input_names=[INPUT_NAME],
-            output_names=[LOGITS_NAME, HEATMAP_NAME],
-            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, LOGITS_NAME, HEATMAP_NAME)},
+            output_names=[LOGITS_NAME, HEATMAP_NAME, EMBEDDING_NAME],
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, LOGITS_NAME, HEATMAP_NAME, EMBEDDING_NAME)},
             opset_version=OPSET, dynamo=False,
         )
     return buffer.getvalue()

@@ -36,22 +36,25 @@ def split(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 class WithHeatmap(nn.Module):
-    """The classifier plus a class activation map: the head applied at every feature-map location.
+    """The classifier plus what serving needs besides logits, computed in the same graph:
 
-    heatmap[n, i, j] = counterfeit minus genuine logit of location (i, j): where the evidence for
-    'counterfeit' is. For a linear head (ResNet, EfficientNet) it is exactly CAM (Zhou et al. 2016);
-    for MobileNetV3's two-layer head it is the same idea applied per location.
+    - heatmap[n, i, j] = counterfeit minus genuine logit of feature-map location (i, j): where the
+      evidence for 'counterfeit' is. For a linear head (ResNet, EfficientNet) it is exactly CAM (Zhou
+      et al. 2016); for MobileNetV3's two-layer head it is the same idea applied per location.
+    - embedding[n] = the pooled features, L2-normalised: photos of the same goods lie close together,
+      which links a seizure to the listings that show it (evidence store).
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.features, self.head = split(model)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feature_map = self.features(images)
-        logits = self.head(feature_map.mean((2, 3)))
+        pooled = feature_map.mean((2, 3))
         per_location = self.head(feature_map.permute(0, 2, 3, 1))  # (N, h, w, classes)
-        return logits, per_location[..., 1] - per_location[..., 0]
+        embedding = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return self.head(pooled), per_location[..., 1] - per_location[..., 0], embedding
 
 
 def head_name(model: nn.Module) -> str:

@@ -1,0 +1,21 @@
+"""Evidence store: inspections and screenings kept as evidence (issue 6).
+
+What was photographed (the original bytes, content-addressed and write-once), when, where, by whom and
+which model said what, plus what investigations later found, in a tamper-evident hash chain over SQLite
+(default) or PostgreSQL (several replicas). Torch-free, like all of inference/.
+
+    store = open_store(settings.database_url, settings.data_dir)
+    record = store.record(image_bytes=data, **inspection_fields(inspection), subject=principal.subject)
+"""
+
+from inference.evidence.errors import EvidenceError, NotFound, OriginalChanged, SchemaTooNew, StoreUnavailable
+from inference.evidence.fields import inspection_fields, screening_fields
+from inference.evidence.opening import open_store
+from inference.evidence.records import (KINDS, OUTCOME_LABELS, PROBLEMS, Match, Outcome, Record, VerifyReport)
+from inference.evidence.store import EvidenceStore
+
+__all__ = [
+    "EvidenceError", "EvidenceStore", "KINDS", "Match", "NotFound", "OUTCOME_LABELS", "OriginalChanged",
+    "Outcome", "PROBLEMS", "Record", "SchemaTooNew", "StoreUnavailable", "VerifyReport", "inspection_fields",
+    "open_store", "screening_fields",
+]
