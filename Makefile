@@ -55,6 +55,7 @@ bench: install-dev
 	$(PY) bench/audit.py
 	$(PY) bench/photos.py
 	$(PY) bench/server.py
+	$(PY) bench/similar.py
 
 # The demo model: fixed seeds end to end, so the same commands rebuild it.
 demo-model: install-dev

@@ -74,6 +74,8 @@ def _add_screen(sub) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
     p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
     p.add_argument("--output", type=Path, help="write JSON lines to this file instead of stdout")
+    p.add_argument("--record", action="store_true", help="also keep every scored image in the evidence log "
+                   "(COUNTERFEIT_DATA_DIR / COUNTERFEIT_DATABASE_URL)")
     p.set_defaults(run=cmd_screen)
 
 
@@ -107,6 +109,27 @@ def _add_data(sub) -> None:
     p.set_defaults(run=cmd_data_check)
 
 
+def _add_evidence(sub) -> None:
+    evidence = sub.add_parser("evidence", help="the evidence log: verify, export, to-dataset")
+    actions = evidence.add_subparsers(dest="evidence_command", required=True, metavar="COMMAND", parser_class=Parser)
+    p = actions.add_parser("verify", help="recompute the hash chain and the photos' hashes (exit 1 if altered)")
+    p.add_argument("--no-images", action="store_true", help="check the chain only, not the stored photos")
+    p.set_defaults(run=cmd_evidence_verify)
+    p = actions.add_parser("export", help="write the log as CSV or JSON lines")
+    p.add_argument("--since", help="UTC ISO time, e.g. 2026-11-01T00:00:00Z")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument("--with-images", type=Path, metavar="DIR", help="also write the photos (metadata removed) here")
+    p.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    p.set_defaults(run=cmd_evidence_export)
+    p = actions.add_parser("to-dataset", help="confirmed outcomes as a training DATA folder, split by case")
+    p.add_argument("out", type=Path, help="DATA folder to create")
+    p.add_argument("--since", help="UTC ISO time")
+    p.add_argument("--seed", type=int, default=0, help="seed of the case-to-split assignment")
+    p.set_defaults(run=cmd_evidence_to_dataset)
+    for action in actions.choices.values():
+        action.add_argument("--data-dir", type=Path, help="evidence folder (default: COUNTERFEIT_DATA_DIR or ./evidence)")
+
+
 def _add_keys(sub) -> None:
     keys = sub.add_parser("keys", help="API keys: `counterfeit keys new --subject S --role R`")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND", parser_class=Parser)
@@ -128,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="counterfeit", description="Tell genuine products from counterfeits by their photos.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for add in (_add_synth, _add_data, _add_train, _add_export, _add_calibrate, _add_evaluate, _add_screen,
-                _add_serve, _add_keys):
+                _add_serve, _add_keys, _add_evidence):
         add(sub)
     return parser
 
@@ -296,6 +319,8 @@ def cmd_screen(args) -> int:
         raise CliError(str(exc)) from exc
     predictor = _predictor(args.model)
     records = screen_files(files, predictor)
+    if args.record:
+        records = _recorded(records, predictor, _open_evidence(None, create=True))
     if args.output is None:
         counts = write_jsonl(records, sys.stdout)
     else:
@@ -366,6 +391,85 @@ def cmd_serve(args) -> int:
         raise CliError(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
     except (ValueError, ModelFileError) as exc:
         raise CliError(str(exc)) from exc
+    return 0
+
+
+def _recorded(records, predictor, store):
+    """Pass screening records through, keeping each scored image in the evidence log on the way."""
+    import getpass
+
+    meta, subject = predictor.metadata, f"cli:{getpass.getuser()}"
+    thresholds = {"low": meta.thresholds.low, "high": meta.thresholds.high}
+    try:
+        for record in records:
+            if "error" not in record:
+                stored = store.record(image_bytes=Path(record["path"]).read_bytes(), kind="screening",
+                                      external_id=record["path"], subject=subject, verdict=record["verdict"],
+                                      score=record["score"], thresholds=thresholds, model_name=meta.name,
+                                      model_version=meta.version, quality={})
+                record = {**record, "record_id": stored.id}
+            yield record
+    finally:
+        store.close()
+
+
+def _open_evidence(data_dir: Path | None, create: bool = False):
+    """The configured evidence store (COUNTERFEIT_DATABASE_URL / COUNTERFEIT_DATA_DIR), or --data-dir's."""
+    from inference.evidence import EvidenceError, open_store
+    from inference.settings import Settings
+
+    settings = Settings()
+    folder = data_dir or settings.data_dir
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    if url is None and not create and not (folder / "evidence.sqlite3").is_file():
+        raise CliError(f"no evidence log in {folder}: pass --data-dir or set COUNTERFEIT_DATA_DIR")
+    try:
+        return open_store(url, folder)
+    except (EvidenceError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_evidence_verify(args) -> int:
+    store = _open_evidence(args.data_dir)
+    report = store.verify(images=not args.no_images)
+    store.close()
+    if report.ok:
+        print(f"ok: {report.checked} entries intact; head seq {report.head_seq} hash {report.head_hash}")
+        return 0
+    bad = report.first_bad
+    print(f"ALTERED: entry seq {bad['seq']} (id {bad['id']}): {bad['problem']}: {bad.get('detail', '')}; "
+          f"{report.checked} entries before it are intact")
+    return 1
+
+
+def cmd_evidence_export(args) -> int:
+    store = _open_evidence(args.data_dir)
+    try:
+        if args.output is None:
+            counts = store.export(sys.stdout, since=args.since, format=args.format, with_images=args.with_images)
+        else:
+            with args.output.open("w") as out:
+                counts = store.export(out, since=args.since, format=args.format, with_images=args.with_images)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        store.close()
+    print("exported " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_evidence_to_dataset(args) -> int:
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CliError(f"{args.out} already exists and is not empty: choose a new folder")
+    store = _open_evidence(args.data_dir)
+    try:
+        counts = store.to_dataset(args.out, since=args.since, seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        store.close()
+    print(json.dumps(counts, indent=2))
+    print(f"next: counterfeit data check {args.out} && counterfeit train {args.out} --out RUN", file=sys.stderr)
     return 0
 
 
