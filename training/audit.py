@@ -33,6 +33,7 @@ from PIL import Image, JpegImagePlugin
 from inference.classes import CLASSES, COUNTERFEIT, GENUINE
 from inference.images import ALLOWED_FORMATS, IMAGE_SUFFIXES, ImageError, load_image, sniff_format
 from inference.layout import SPLITS, list_split
+from inference.grouping import connected_groups
 from inference.metrics import roc_auc
 from inference.phash import (CANDIDATE_BITS, DIHEDRAL_NAMES, MIN_THUMBNAIL_CORRELATION, THUMBNAIL_SIDE,
                              dihedral_phashes, near_duplicate_pairs)
@@ -385,21 +386,10 @@ def _identical_pairs(decoded: list[int], facts: list[FileFacts]) -> list[tuple[i
 
 
 def _connected_groups(pairs: list[tuple[int, int, int, int]]) -> list[list[int]]:
-    """Union-find over the pairs: each group sorted, groups in order of their first file."""
-    parent: dict[int, int] = {}
-
-    def find(i: int) -> int:
-        parent.setdefault(i, i)
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j, _, _ in pairs:
-        parent[find(i)] = find(j)
+    """Files linked by the pairs, directly or through others: each group sorted, in order of first file."""
     groups: dict[int, list[int]] = defaultdict(list)
-    for i in sorted(parent):
-        groups[find(i)].append(i)
+    for i, root in sorted(connected_groups((i, j) for i, j, _, _ in pairs).items()):
+        groups[root].append(i)
     return sorted(groups.values())
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from inference.classes import CLASSES
 from inference.evidence.records import Record
+from inference.grouping import connected_groups
 from inference.layout import SPLITS
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -32,7 +33,7 @@ def plan(records: Iterable[Record], *, seed: int) -> tuple[dict[tuple[str, str],
             confirmed += 1
             labels[record.image_sha256].add(record.outcome)
             groups[record.image_sha256].add(_group(record))
-    root = _merged_groups(groups.values())
+    root = connected_groups(groups.values())
     layout: dict[tuple[str, str], list[str]] = {(split, label): [] for split in SPLITS for label in CLASSES}
     conflicts = 0
     for sha256 in sorted(labels):
@@ -65,26 +66,6 @@ def write(layout: dict[tuple[str, str], list[str]], out: Path,
 
 def _group(record: Record) -> str:
     return f"case:{record.case}" if record.case else f"record:{record.id}"
-
-
-def _merged_groups(linked: Iterable[set[str]]) -> dict[str, str]:
-    """Union-find: every group key -> the smallest key of the groups it shares a photo with."""
-    parent: dict[str, str] = {}
-
-    def find(key: str) -> str:
-        parent.setdefault(key, key)
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    for keys in linked:
-        first, *rest = sorted(keys)
-        find(first)
-        for key in rest:
-            a, b = find(first), find(key)
-            parent[max(a, b)] = min(a, b)
-    return {key: find(key) for key in list(parent)}
 
 
 def _split_of(group: str, seed: int) -> str:
