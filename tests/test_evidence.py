@@ -139,13 +139,13 @@ def test_it_records_what_the_service_answered(store, photo):
 def _record_service_answers(store, photo, predictor, batcher, settings):
     from inference.service import inspect_photo, screen_photos
 
-    inspection = inspect_photo(photo, predictor, batcher, settings)
+    inspection, _ = inspect_photo(photo, predictor, batcher, settings)
     record = store.record(image_bytes=photo, **inspection_fields(inspection), subject="inspector-7")
     assert (record.verdict, record.score, record.model_version) == (
         inspection.verdict, inspection.score, inspection.model.version)
     assert record.image_sha256 == inspection.image.sha256
     assert (record.image_width, record.image_height) == (inspection.image.width, inspection.image.height)
-    screenings = screen_photos([photo, b"not a photo"], ["listing-1", "listing-2"], predictor, batcher, settings)
+    screenings, _ = screen_photos([photo, b"not a photo"], ["listing-1", "listing-2"], predictor, batcher, settings)
     listed = store.record(image_bytes=photo, **screening_fields(screenings.results[0], screenings), subject="s")
     assert (listed.kind, listed.external_id) == ("screening", "listing-1")
     with pytest.raises(ValueError, match="not scored"):
