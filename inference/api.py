@@ -30,6 +30,7 @@ from inference.evidence_api import StoreDep
 from inference.evidence_api import router as evidence_router
 from inference.service import inspect_photo, record_inspection, record_screenings, screen_photos
 from inference.settings import Settings
+from inference.web import install_web
 
 log = logging.getLogger("counterfeit.api")
 
@@ -207,4 +208,5 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     install_observability(app, metrics_dependencies=[Depends(require("admin"))])
     app.include_router(router)
     app.include_router(evidence_router)
+    install_web(app)
     return app

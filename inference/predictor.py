@@ -115,7 +115,10 @@ def heatmap_png(heatmap: np.ndarray, size: tuple[int, int]) -> bytes:
     """A (h, w) map of counterfeit evidence -> RGBA PNG of `size`: red where the evidence is strongest,
     transparent where there is none, so a client can lay it straight over the photo."""
     positive = np.clip(heatmap, 0, None)
-    scaled = positive / positive.max() if positive.max() > 0 else positive
+    # Where, not how much: the map is stretched between its own weakest and strongest spots. A flat map
+    # (evidence everywhere alike, or none) points nowhere, so it stays transparent.
+    spread = float(positive.max() - positive.min())
+    scaled = (positive - positive.min()) / spread if spread > 1e-6 else np.zeros_like(positive)
     alpha = Image.fromarray((scaled * 200).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
     overlay = Image.new("RGBA", size, (230, 30, 30, 0))
     overlay.putalpha(alpha)

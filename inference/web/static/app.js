@@ -307,7 +307,9 @@ function currentFields() {
 
 function setBusy(busy) {
   $("photo-input").disabled = busy;
+  $("file-input").disabled = busy;
   $("photo-button").setAttribute("aria-disabled", String(busy));
+  $("file-button").setAttribute("aria-disabled", String(busy));
   $("photo-button-text").textContent = busy ? "Checking…" : "Take a photo";
   $("next-photo").disabled = busy;
   $("progress").hidden = !busy;
@@ -361,6 +363,7 @@ async function inspect(file) {
   } finally {
     setBusy(false);
     $("photo-input").value = "";  // so choosing the same file again still fires "change"
+    $("file-input").value = "";
   }
 }
 
@@ -369,7 +372,7 @@ function motion() {
 }
 
 function setupPhoto() {
-  $("photo-input").addEventListener("change", () => inspect($("photo-input").files[0]));
+  for (const id of ["photo-input", "file-input"]) $(id).addEventListener("change", () => inspect($(id).files[0]));
   $("next-photo").addEventListener("click", () => $("photo-input").click());
 
   // Desktop: drop a photo on the photo card. Elsewhere on the page a drop must not navigate away.
