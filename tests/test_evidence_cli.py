@@ -8,13 +8,28 @@ import pytest
 
 
 @pytest.fixture
-def logged(run_cli, synth_data, model_path, tmp_path, monkeypatch):
-    """An evidence log holding the screening of the fixture's test photos."""
+def logged(run_cli, synth_data, model_path, tmp_path, monkeypatch, database_url):
+    """An evidence log (SQLite, or PostgreSQL plus the photo folder) holding the fixture's test photos."""
     monkeypatch.setenv("COUNTERFEIT_DATA_DIR", str(tmp_path / "evidence"))
+    if database_url:
+        monkeypatch.setenv("COUNTERFEIT_DATABASE_URL", database_url)
     code, _, err = run_cli("screen", synth_data / "test", "--model", model_path, "--record",
                            "--output", tmp_path / "out.jsonl")
     assert code == 0, err
-    return tmp_path / "evidence"
+    return tmp_path / "evidence", database_url
+
+
+def tamper(logged, statement: str) -> None:
+    """Change the log behind the store's back, as someone with access to the database could."""
+    folder, url = logged
+    if url is None:
+        with sqlite3.connect(folder / "evidence.sqlite3") as db:
+            db.execute(statement)
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(statement)
 
 
 def test_screen_record_keeps_every_image(logged, tmp_path):
@@ -25,8 +40,7 @@ def test_screen_record_keeps_every_image(logged, tmp_path):
 def test_verify_passes_then_names_the_altered_record(run_cli, logged):
     code, out, _ = run_cli("evidence", "verify")
     assert code == 0 and out.startswith("ok: 8 entries intact")
-    with sqlite3.connect(logged / "evidence.sqlite3") as db:
-        db.execute("UPDATE records SET score = 0.999 WHERE seq = 3")
+    tamper(logged, "UPDATE records SET score = 0.999 WHERE seq = 3")
     code, out, _ = run_cli("evidence", "verify")
     assert code == 1 and "ALTERED: entry seq 3" in out and "altered" in out
 
@@ -42,7 +56,7 @@ def test_export_csv_and_jsonl(run_cli, logged, tmp_path):
 def test_to_dataset_writes_confirmed_outcomes_split_by_case(run_cli, logged, tmp_path):
     from inference.evidence import open_store
 
-    store = open_store(None, logged)
+    store = open_store(logged[1], logged[0])
     records, _ = store.list(limit=50)
     for index, record in enumerate(records):
         store.add_outcome(record.id, "counterfeit" if index % 2 else "genuine", "lab", "qa")

@@ -129,3 +129,17 @@ def test_sigterm_turns_readiness_503_first_then_exits_cleanly(model_path):
     assert process.wait(timeout=30) in (0, -signal.SIGTERM)
     log = process.stdout.read()
     assert "Application shutdown complete" in log and "readiness is 503" in log
+
+
+def test_an_open_server_refuses_to_listen_beyond_loopback(model_path):
+    result = subprocess.run([sys.executable, "-m", "counterfeit", "serve", "--model", str(model_path),
+                             "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "No API keys are configured: refusing to listen on 0.0.0.0" in result.stderr.strip().splitlines()[-1]
+
+
+def test_an_open_loopback_server_warns(model_path):
+    process, url = start(["--model", str(model_path)])
+    process.terminate()
+    process.wait(timeout=30)
+    assert "running open: no API keys configured" in process.stdout.read()
