@@ -7,18 +7,28 @@ exit 2 with one line on stderr.
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import os
 import sys
 from pathlib import Path
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
+from counterfeit.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from counterfeit.evidence_commands import (
+    cmd_evidence_export,
+    cmd_evidence_to_dataset,
+    cmd_evidence_verify,
+)
+from counterfeit.serving_commands import (
+    cmd_evaluate,
+    cmd_keys_new,
+    cmd_screen,
+    cmd_serve,
+)
+from counterfeit.training_commands import (
+    cmd_calibrate,
+    cmd_data_check,
+    cmd_export,
+    cmd_synth,
+    cmd_train,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -166,320 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"counterfeit {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def _training_module(name: str):
-    """Import a training module, or explain how to install the training extra."""
-    try:
-        return importlib.import_module(f"training.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "torchvision", "onnx", "matplotlib"):
-            raise CliError(f"this command needs {exc.name}: pip install 'counterfeit-detector[train]'") from exc
-        raise
-
-
-def cmd_synth(args) -> int:
-    synth = _training_module("synth")
-    holdout = [k.strip() for k in args.holdout.split(",") if k.strip()]
-    try:
-        summary = synth.write_dataset(args.out, seed=args.seed, products=args.products, n_train=args.train,
-                                      n_val=args.val, n_test=args.test, holdout=holdout)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    counts = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["counts"].items())
-    print(f"wrote {args.out}: {counts}", file=sys.stderr)
-    return 0
-
-
-def train_config_from_args(args, config_module):
-    """TrainConfig from --config (if any), then explicit flags on top."""
-    base = config_module.TrainConfig.from_toml(args.config).to_dict() if args.config else {}
-    flags = {"arch": args.arch, "weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size,
-             "lr": args.lr, "target_precision": args.target_precision, "workers": args.workers,
-             "device": args.device, "seed": args.seed, "patience": args.patience}
-    base.update({k: v for k, v in flags.items() if v is not None})
-    if args.image_size:
-        base["image_size"] = config_module.parse_image_size(args.image_size)
-    base.update(data=str(args.data), out=str(args.out))
-    return config_module.TrainConfig.from_dict(base)
-
-
-def print_findings(findings, stream=None) -> None:
-    stream = stream or sys.stderr  # looked up per call: tests and pipes may swap sys.stderr
-    for finding in findings:
-        print(f"{finding.severity}: [{finding.check}] {finding.message}", file=stream)
-        for path in finding.files[:10]:
-            print(f"    {path}", file=stream)
-        if len(finding.files) > 10:
-            print(f"    ... and {len(finding.files) - 10} more", file=stream)
-
-
-def audit_before_training(data: Path, allow_errors: bool) -> dict:
-    """The data check that opens every training run; -> a summary kept in the run's config."""
-    from training.audit import audit
-
-    result = audit(data, progress=os.environ.get("RANK", "0") == "0")
-    print_findings(result.errors() + result.warnings())
-    if result.errors() and not allow_errors:
-        raise CliError(f"the data check found {len(result.errors())} error(s) in {data} (listed above): fix "
-                       "them, or pass --allow-data-errors to train anyway")
-    shortcut = result.stats.get("shortcut", {})
-    return {"errors": len(result.errors()), "warnings": len(result.warnings()),
-            "shortcut_auc": shortcut.get("auc")}
-
-
-def cmd_data_check(args) -> int:
-    audit = _training_module("audit")
-    from inference.layout import DataError
-
-    try:
-        result = audit.audit(args.data, progress=not args.json)
-    except DataError as exc:
-        raise CliError(str(exc)) from exc
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
-    else:
-        print_findings(result.findings, sys.stdout)
-        print(f"{len(result.errors())} error(s), {len(result.warnings())} warning(s) in {args.data}")
-    if args.report:
-        audit.write_report(result, args.report)
-        print(f"wrote {args.report}/report.html", file=sys.stderr)
-    return audit.exit_code(result, args.strict)
-
-
-def cmd_train(args) -> int:
-    config_module, train = _training_module("config"), _training_module("train")
-    if args.resume is None and (args.data is None or args.out is None):
-        raise CliError("give DATA and --out RUN to train, or --resume RUN to continue a run")
-    args.out = args.out or args.resume
-    try:
-        if args.resume:
-            config = train.resume_config(args.resume, args.epochs)
-        else:
-            config = train_config_from_args(args, config_module)
-            config.extra["data_audit"] = audit_before_training(args.data, args.allow_data_errors)
-        summary = train.fit(config, resume=args.resume is not None)
-    except KeyboardInterrupt:
-        print(f"counterfeit train: interrupted; the last completed epoch is in {args.out}/last.pt and the best "
-              f"in {args.out}/checkpoint.pt (export it with: counterfeit export {args.out}/checkpoint.pt "
-              f"--out MODEL.onnx)", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ValueError as exc:  # DataError, WeightsError, config errors: all say what to fix
-        raise CliError(str(exc)) from exc
-    if "model" not in summary:  # a non-zero rank of a torchrun job: rank 0 reports
-        return 0
-    best = summary["best"]
-    print(f"best epoch {best['epoch']}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
-          f"wrote {summary['model']} (version {summary['version']})", file=sys.stderr)
-    return 0
-
-
-def cmd_export(args) -> int:
-    export = _training_module("export")
-    try:
-        metadata = export.export_checkpoint(args.checkpoint, args.out, args.images)
-    except (ValueError, export.ExportError) as exc:
-        raise CliError(str(exc)) from exc
-    print(f"wrote {args.out} (version {metadata.version}), verified against torch", file=sys.stderr)
-    return 0
-
-
-def cmd_calibrate(args) -> int:
-    calibrate = _training_module("calibrate")
-    from inference.metadata import ModelFileError
-
-    if args.target_precision is not None and not 0.5 <= args.target_precision < 1:
-        raise CliError(f"--target-precision must be in [0.5, 1), got {args.target_precision}")
-    try:
-        meta = calibrate.recalibrate(args.model, args.data, args.out, args.target_precision)
-    except (ValueError, ModelFileError) as exc:
-        raise CliError(str(exc)) from exc
-    print(f"wrote {args.out} (version {meta.version}): temperature {meta.temperature:.3f}, "
-          f"thresholds low {meta.thresholds.low:.4f} high {meta.thresholds.high:.4f}", file=sys.stderr)
-    return 0
-
-
-def _predictor(model_path: Path | None):
-    from inference.metadata import ModelFileError
-    from inference.predictor import Predictor
-    from inference.settings import Settings
-
-    try:
-        return Predictor(model_path or Settings().model_path)
-    except ModelFileError as exc:
-        raise CliError(str(exc)) from exc
-
-
-def cmd_screen(args) -> int:
-    from inference.screen import find_images, screen_files, write_jsonl
-
-    try:
-        files = find_images(args.paths)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from exc
-    predictor = _predictor(args.model)
-    records = screen_files(files, predictor)
-    if args.record:
-        records = _recorded(records, predictor, _open_evidence(None, create=True))
-    if args.output is None:
-        counts = write_jsonl(records, sys.stdout)
-    else:
-        counts = _write_file_atomically(args.output, records, len(files))
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no images"
-    print(f"screened {len(files)} files: {summary}", file=sys.stderr)
-    return 0
-
-
-def _write_file_atomically(path: Path, records, total: int) -> dict:
-    from tqdm import tqdm
-
-    from inference.screen import write_jsonl
-
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w") as out:
-            counts = write_jsonl(tqdm(records, total=total, unit="img", desc="screen"), out)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return counts
-
-
-def cmd_evaluate(args) -> int:
-    from inference.evaluate import evaluate_folder, write_report
-    from inference.layout import DataError
-
-    predictor = _predictor(args.model)
-    try:
-        metrics = evaluate_folder(args.data, predictor)
-    except DataError as exc:
-        raise CliError(str(exc)) from exc
-    keys = ("n", "roc_auc", "pr_auc", "accuracy_decided", "inconclusive_rate", "ece")
-    print("  ".join(f"{k} {metrics[k]:.4g}" for k in keys))
-    for error in metrics["errors"]:
-        print(f"skipped {error['path']}: {error['error']}", file=sys.stderr)
-    if args.report:
-        write_report(metrics, args.report)
-        print(f"wrote {_html_report(metrics, args.report)}", file=sys.stderr)
-    return 0
-
-
-def _html_report(metrics: dict, report_dir: Path) -> Path:
-    from inference.report import write_html_report
-
-    try:
-        return write_html_report(metrics, report_dir)
-    except ModuleNotFoundError as exc:
-        if exc.name != "matplotlib":
-            raise
-        raise CliError(f"metrics.json is written; the plots need matplotlib: pip install "
-                       f"'counterfeit-detector[report]'") from exc
-
-
-def cmd_serve(args) -> int:
-    from pydantic import ValidationError
-
-    from inference.metadata import ModelFileError
-    from inference.server import serve
-    from inference.settings import Settings
-
-    overrides = {"model_path": args.model, "host": args.host, "port": args.port}
-    try:
-        serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
-    except ValidationError as exc:
-        raise CliError(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
-    except (ValueError, ModelFileError) as exc:
-        raise CliError(str(exc)) from exc
-    return 0
-
-
-def _recorded(records, predictor, store):
-    """Pass screening records through, keeping each scored image in the evidence log on the way."""
-    import getpass
-
-    meta, subject = predictor.metadata, f"cli:{getpass.getuser()}"
-    thresholds = {"low": meta.thresholds.low, "high": meta.thresholds.high}
-    try:
-        for record in records:
-            if "error" not in record:
-                stored = store.record(image_bytes=Path(record["path"]).read_bytes(), kind="screening",
-                                      external_id=record["path"], subject=subject, verdict=record["verdict"],
-                                      score=record["score"], thresholds=thresholds, model_name=meta.name,
-                                      model_version=meta.version, quality={})
-                record = {**record, "record_id": stored.id}
-            yield record
-    finally:
-        store.close()
-
-
-def _open_evidence(data_dir: Path | None, create: bool = False):
-    """The configured evidence store (COUNTERFEIT_DATABASE_URL / COUNTERFEIT_DATA_DIR), or --data-dir's."""
-    from inference.evidence import EvidenceError, open_store
-    from inference.settings import Settings
-
-    settings = Settings()
-    folder = data_dir or settings.data_dir
-    url = settings.database_url.get_secret_value() if settings.database_url else None
-    if url is None and not create and not (folder / "evidence.sqlite3").is_file():
-        raise CliError(f"no evidence log in {folder}: pass --data-dir or set COUNTERFEIT_DATA_DIR")
-    try:
-        return open_store(url, folder)
-    except (EvidenceError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-
-
-def cmd_evidence_verify(args) -> int:
-    store = _open_evidence(args.data_dir)
-    report = store.verify(images=not args.no_images)
-    store.close()
-    if report.ok:
-        print(f"ok: {report.checked} entries intact; head seq {report.head_seq} hash {report.head_hash}")
-        return 0
-    bad = report.first_bad
-    print(f"ALTERED: entry seq {bad['seq']} (id {bad['id']}): {bad['problem']}: {bad.get('detail', '')}; "
-          f"{report.checked} entries before it are intact")
-    return 1
-
-
-def cmd_evidence_export(args) -> int:
-    store = _open_evidence(args.data_dir)
-    try:
-        if args.output is None:
-            counts = store.export(sys.stdout, since=args.since, format=args.format, with_images=args.with_images)
-        else:
-            with args.output.open("w") as out:
-                counts = store.export(out, since=args.since, format=args.format, with_images=args.with_images)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        store.close()
-    print("exported " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=sys.stderr)
-    return 0
-
-
-def cmd_evidence_to_dataset(args) -> int:
-    if args.out.exists() and any(args.out.iterdir()):
-        raise CliError(f"{args.out} already exists and is not empty: choose a new folder")
-    store = _open_evidence(args.data_dir)
-    try:
-        counts = store.to_dataset(args.out, since=args.since, seed=args.seed)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        store.close()
-    print(json.dumps(counts, indent=2))
-    print(f"next: counterfeit data check {args.out} && counterfeit train {args.out} --out RUN", file=sys.stderr)
-    return 0
-
-
-def cmd_keys_new(args) -> int:
-    from inference.auth import key_entry_json, new_key
-
-    key, entry = new_key(args.subject, args.role)
-    print(f"API key for {args.subject} ({args.role}), shown once; hand it over securely:\n  {key}\n"
-          f"Add this entry to the COUNTERFEIT_API_KEYS JSON list of the server:\n  {key_entry_json(entry)}")
-    return 0
 
 
 if __name__ == "__main__":

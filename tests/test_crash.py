@@ -5,7 +5,6 @@ import signal
 import threading
 
 import httpx
-import pytest
 from test_serve import start
 
 from inference.evidence import open_store

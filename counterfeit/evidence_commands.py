@@ -1,0 +1,88 @@
+"""`counterfeit evidence …`: verify, export and turn confirmed outcomes into training data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from counterfeit.errors import CliError
+
+
+def recorded(records, predictor, store):
+    """Pass screening records through, keeping each scored image in the evidence log on the way."""
+    import getpass
+
+    meta, subject = predictor.metadata, f"cli:{getpass.getuser()}"
+    thresholds = {"low": meta.thresholds.low, "high": meta.thresholds.high}
+    try:
+        for record in records:
+            if "error" not in record:
+                stored = store.record(image_bytes=Path(record["path"]).read_bytes(), kind="screening",
+                                      external_id=record["path"], subject=subject, verdict=record["verdict"],
+                                      score=record["score"], thresholds=thresholds, model_name=meta.name,
+                                      model_version=meta.version, quality={})
+                record = {**record, "record_id": stored.id}
+            yield record
+    finally:
+        store.close()
+
+
+def open_evidence(data_dir: Path | None, create: bool = False):
+    """The configured evidence store (COUNTERFEIT_DATABASE_URL / COUNTERFEIT_DATA_DIR), or --data-dir's."""
+    from inference.evidence import EvidenceError, open_store
+    from inference.settings import Settings
+
+    settings = Settings()
+    folder = data_dir or settings.data_dir
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    if url is None and not create and not (folder / "evidence.sqlite3").is_file():
+        raise CliError(f"no evidence log in {folder}: pass --data-dir or set COUNTERFEIT_DATA_DIR")
+    try:
+        return open_store(url, folder)
+    except (EvidenceError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_evidence_verify(args) -> int:
+    store = open_evidence(args.data_dir)
+    report = store.verify(images=not args.no_images)
+    store.close()
+    if report.ok:
+        print(f"ok: {report.checked} entries intact; head seq {report.head_seq} hash {report.head_hash}")
+        return 0
+    bad = report.first_bad
+    print(f"ALTERED: entry seq {bad['seq']} (id {bad['id']}): {bad['problem']}: {bad.get('detail', '')}; "
+          f"{report.checked} entries before it are intact")
+    return 1
+
+
+def cmd_evidence_export(args) -> int:
+    store = open_evidence(args.data_dir)
+    try:
+        if args.output is None:
+            counts = store.export(sys.stdout, since=args.since, format=args.format, with_images=args.with_images)
+        else:
+            with args.output.open("w") as out:
+                counts = store.export(out, since=args.since, format=args.format, with_images=args.with_images)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        store.close()
+    print("exported " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_evidence_to_dataset(args) -> int:
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CliError(f"{args.out} already exists and is not empty: choose a new folder")
+    store = open_evidence(args.data_dir)
+    try:
+        counts = store.to_dataset(args.out, since=args.since, seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        store.close()
+    print(json.dumps(counts, indent=2))
+    print(f"next: counterfeit data check {args.out} && counterfeit train {args.out} --out RUN", file=sys.stderr)
+    return 0

@@ -1,0 +1,142 @@
+"""Commands that train, audit and export: they import torch (via training/) only when they run."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from counterfeit.errors import EXIT_INTERRUPTED, CliError
+
+
+def _training_module(name: str):
+    """Import a training module, or explain how to install the training extra."""
+    try:
+        return importlib.import_module(f"training.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "torchvision", "onnx", "matplotlib"):
+            raise CliError(f"this command needs {exc.name}: pip install 'counterfeit-detector[train]'") from exc
+        raise
+
+
+def cmd_synth(args) -> int:
+    synth = _training_module("synth")
+    holdout = [k.strip() for k in args.holdout.split(",") if k.strip()]
+    try:
+        summary = synth.write_dataset(args.out, seed=args.seed, products=args.products, n_train=args.train,
+                                      n_val=args.val, n_test=args.test, holdout=holdout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    counts = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["counts"].items())
+    print(f"wrote {args.out}: {counts}", file=sys.stderr)
+    return 0
+
+
+def train_config_from_args(args, config_module):
+    """TrainConfig from --config (if any), then explicit flags on top."""
+    base = config_module.TrainConfig.from_toml(args.config).to_dict() if args.config else {}
+    flags = {"arch": args.arch, "weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size,
+             "lr": args.lr, "target_precision": args.target_precision, "workers": args.workers,
+             "device": args.device, "seed": args.seed, "patience": args.patience}
+    base.update({k: v for k, v in flags.items() if v is not None})
+    if args.image_size:
+        base["image_size"] = config_module.parse_image_size(args.image_size)
+    base.update(data=str(args.data), out=str(args.out))
+    return config_module.TrainConfig.from_dict(base)
+
+
+def print_findings(findings, stream=None) -> None:
+    stream = stream or sys.stderr  # looked up per call: tests and pipes may swap sys.stderr
+    for finding in findings:
+        print(f"{finding.severity}: [{finding.check}] {finding.message}", file=stream)
+        for path in finding.files[:10]:
+            print(f"    {path}", file=stream)
+        if len(finding.files) > 10:
+            print(f"    ... and {len(finding.files) - 10} more", file=stream)
+
+
+def audit_before_training(data: Path, allow_errors: bool) -> dict:
+    """The data check that opens every training run; -> a summary kept in the run's config."""
+    from training.audit import audit
+
+    result = audit(data, progress=os.environ.get("RANK", "0") == "0")
+    print_findings(result.errors() + result.warnings())
+    if result.errors() and not allow_errors:
+        raise CliError(f"the data check found {len(result.errors())} error(s) in {data} (listed above): fix "
+                       "them, or pass --allow-data-errors to train anyway")
+    shortcut = result.stats.get("shortcut", {})
+    return {"errors": len(result.errors()), "warnings": len(result.warnings()),
+            "shortcut_auc": shortcut.get("auc")}
+
+
+def cmd_data_check(args) -> int:
+    audit = _training_module("audit")
+    from inference.layout import DataError
+
+    try:
+        result = audit.audit(args.data, progress=not args.json)
+    except DataError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        print_findings(result.findings, sys.stdout)
+        print(f"{len(result.errors())} error(s), {len(result.warnings())} warning(s) in {args.data}")
+    if args.report:
+        audit.write_report(result, args.report)
+        print(f"wrote {args.report}/report.html", file=sys.stderr)
+    return audit.exit_code(result, args.strict)
+
+
+def cmd_train(args) -> int:
+    config_module, train = _training_module("config"), _training_module("train")
+    if args.resume is None and (args.data is None or args.out is None):
+        raise CliError("give DATA and --out RUN to train, or --resume RUN to continue a run")
+    args.out = args.out or args.resume
+    try:
+        if args.resume:
+            config = train.resume_config(args.resume, args.epochs)
+        else:
+            config = train_config_from_args(args, config_module)
+            config.extra["data_audit"] = audit_before_training(args.data, args.allow_data_errors)
+        summary = train.fit(config, resume=args.resume is not None)
+    except KeyboardInterrupt:
+        print(f"counterfeit train: interrupted; the last completed epoch is in {args.out}/last.pt and the best "
+              f"in {args.out}/checkpoint.pt (export it with: counterfeit export {args.out}/checkpoint.pt "
+              f"--out MODEL.onnx)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as exc:  # DataError, WeightsError, config errors: all say what to fix
+        raise CliError(str(exc)) from exc
+    if "model" not in summary:  # a non-zero rank of a torchrun job: rank 0 reports
+        return 0
+    best = summary["best"]
+    print(f"best epoch {best['epoch']}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
+          f"wrote {summary['model']} (version {summary['version']})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    export = _training_module("export")
+    try:
+        metadata = export.export_checkpoint(args.checkpoint, args.out, args.images)
+    except (ValueError, export.ExportError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {args.out} (version {metadata.version}), verified against torch", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    calibrate = _training_module("calibrate")
+    from inference.metadata import ModelFileError
+
+    if args.target_precision is not None and not 0.5 <= args.target_precision < 1:
+        raise CliError(f"--target-precision must be in [0.5, 1), got {args.target_precision}")
+    try:
+        meta = calibrate.recalibrate(args.model, args.data, args.out, args.target_precision)
+    except (ValueError, ModelFileError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {args.out} (version {meta.version}): temperature {meta.temperature:.3f}, "
+          f"thresholds low {meta.thresholds.low:.4f} high {meta.thresholds.high:.4f}", file=sys.stderr)
+    return 0
