@@ -14,14 +14,13 @@ def recorded(records, predictor, store):
     import getpass
 
     meta, subject = predictor.metadata, f"cli:{getpass.getuser()}"
-    thresholds = {"low": meta.thresholds.low, "high": meta.thresholds.high}
     try:
         for record in records:
             if "error" not in record:
                 stored = store.record(image_bytes=Path(record["path"]).read_bytes(), kind="screening",
                                       external_id=record["path"], subject=subject, verdict=record["verdict"],
-                                      score=record["score"], thresholds=thresholds, model_name=meta.name,
-                                      model_version=meta.version, quality={})
+                                      score=record["score"], thresholds=meta.thresholds.to_dict(),
+                                      model_name=meta.name, model_version=meta.version, quality={})
                 record = {**record, "record_id": stored.id}
             yield record
     finally:

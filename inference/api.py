@@ -20,15 +20,20 @@ from inference.auth import AdminDep, InspectorDep, Principal, ScreenerDep, requi
 from inference.batching import Batcher
 from inference.body_limit import MULTIPART_OVERHEAD, BodyLimitMiddleware
 from inference.errors import ApiError, install_error_handlers
+from inference.evidence import open_store
+from inference.evidence_api import StoreDep
+from inference.evidence_api import router as evidence_router
 from inference.metadata import ModelFileError
 from inference.model_slot import ModelSlot, load_validated, resolve_in
 from inference.observability import install_observability
 from inference.predictor import Predictor
 from inference.schemas import ErrorResponse, Health, Inspection, ModelReload, Screenings
-from inference.evidence import open_store
-from inference.evidence_api import StoreDep
-from inference.evidence_api import router as evidence_router
-from inference.service import inspect_photo, record_inspection, record_screenings, screen_photos
+from inference.service import (
+    inspect_photo,
+    record_inspection,
+    record_screenings,
+    screen_photos,
+)
 from inference.settings import Settings
 from inference.web import install_web
 

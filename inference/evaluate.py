@@ -90,7 +90,7 @@ def evaluate_folder(path: str | Path, predictor: Predictor) -> dict:
     metrics["per_product"] = {p: _metrics_for([x for x in scored if x[0].product == p], thresholds) for p in products}
     model = predictor.metadata
     metrics.update(model={"name": model.name, "version": model.version},
-                   thresholds={"low": thresholds.low, "high": thresholds.high}, errors=errors)
+                   thresholds=thresholds.to_dict(), errors=errors)
     metrics["scores"] = [{"path": str(s.path), "label": s.label, "product": s.product, "score": v} for s, v in scored]
     return metrics
 

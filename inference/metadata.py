@@ -31,6 +31,9 @@ class Thresholds:
         if not 0.0 <= self.low <= self.high <= 1.0:
             raise ValueError(f"Thresholds need 0 <= low <= high <= 1; got low={self.low}, high={self.high}.")
 
+    def to_dict(self) -> dict[str, float]:
+        return {"low": self.low, "high": self.high}
+
 
 @dataclass(frozen=True)
 class ModelMetadata:
@@ -51,7 +54,7 @@ class ModelMetadata:
             "version": self.version,
             "classes": list(self.classes),
             "preprocess": self.preprocess.to_dict(),
-            "thresholds": {"low": self.thresholds.low, "high": self.thresholds.high},
+            "thresholds": self.thresholds.to_dict(),
             "temperature": self.temperature,
             "train_config": self.train_config,
             "metrics": self.metrics,
@@ -80,7 +83,7 @@ class ModelMetadata:
             "classes": list(self.classes),
             "input": {"width": self.preprocess.width, "height": self.preprocess.height},
             "preprocess": self.preprocess.to_dict(),
-            "thresholds": {"low": self.thresholds.low, "high": self.thresholds.high},
+            "thresholds": self.thresholds.to_dict(),
             "temperature": self.temperature,
             "metrics": self.metrics,
             "train_config": self.train_config,

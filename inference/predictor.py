@@ -13,7 +13,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
-from inference.images import LoadedImage, Limits, load_image
+from inference.images import Limits, LoadedImage, load_image
 from inference.metadata import ModelFileError, ModelMetadata, Thresholds
 from inference.preprocess import preprocess
 
@@ -56,6 +56,7 @@ class Predictor:
         self.session = _open_session(model_bytes, self.path, threads)
         self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
         _check_signature(self.session, self.metadata, self.path)
+        self.outputs = frozenset(o.name for o in self.session.get_outputs())  # asked per batch: computed once
         self._counterfeit_index = self.metadata.classes.index(COUNTERFEIT)
 
     @property
@@ -79,7 +80,7 @@ class Predictor:
 
     @property
     def has_embedding(self) -> bool:
-        return EMBEDDING_NAME in {o.name for o in self.session.get_outputs()}
+        return EMBEDDING_NAME in self.outputs
 
     def scores_and_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated scores and, when the model has them, embeddings, from one onnxruntime call."""
@@ -90,7 +91,7 @@ class Predictor:
 
     @property
     def has_heatmap(self) -> bool:
-        return HEATMAP_NAME in {o.name for o in self.session.get_outputs()}
+        return HEATMAP_NAME in self.outputs
 
     def explain(self, array: np.ndarray) -> tuple[float, bytes, np.ndarray | None]:
         """(calibrated score, heatmap PNG, embedding or None) for one preprocessed array."""

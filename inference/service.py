@@ -28,7 +28,7 @@ RETAKE = "retake"
 
 def model_fields(predictor: Predictor) -> dict:
     meta = predictor.metadata
-    return {"thresholds": {"low": meta.thresholds.low, "high": meta.thresholds.high},
+    return {"thresholds": meta.thresholds.to_dict(),
             "model": {"name": meta.name, "version": meta.version}}
 
 

@@ -31,12 +31,24 @@ import numpy as np
 from PIL import Image, JpegImagePlugin
 
 from inference.classes import CLASSES, COUNTERFEIT, GENUINE
-from inference.images import ALLOWED_FORMATS, IMAGE_SUFFIXES, ImageError, load_image, sniff_format
-from inference.layout import SPLITS, list_split
 from inference.grouping import connected_groups
+from inference.images import (
+    ALLOWED_FORMATS,
+    IMAGE_SUFFIXES,
+    ImageError,
+    load_image,
+    sniff_format,
+)
+from inference.layout import SPLITS, list_split
 from inference.metrics import roc_auc
-from inference.phash import (CANDIDATE_BITS, DIHEDRAL_NAMES, MIN_THUMBNAIL_CORRELATION, THUMBNAIL_SIDE,
-                             dihedral_phashes, near_duplicate_pairs)
+from inference.phash import (
+    CANDIDATE_BITS,
+    DIHEDRAL_NAMES,
+    MIN_THUMBNAIL_CORRELATION,
+    THUMBNAIL_SIDE,
+    dihedral_phashes,
+    near_duplicate_pairs,
+)
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -102,7 +114,9 @@ def exit_code(result: AuditResult, strict: bool) -> int:
 
 def write_report(result: AuditResult, report_dir: Path) -> None:
     """report_dir/audit.json (result.to_dict()) and report_dir/report.html (tables, duplicate thumbnails)."""
-    from training.audit_report import write_report as write  # the HTML side is only needed here
+    from training.audit_report import (
+        write_report as write,  # the HTML side is only needed here
+    )
 
     write(result, Path(report_dir))
 

@@ -20,6 +20,7 @@ from inference.images import ImageError, load_image
 from inference.layout import DataError, Sample, list_split  # noqa: F401  (re-exported for training)
 from inference.preprocess import PreprocessSpec, letterbox, normalise
 
+
 def decode_frame(path: Path, spec: PreprocessSpec) -> Image.Image:
     """File -> the letterboxed model-size frame, through the serving decoder."""
     try:

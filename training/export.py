@@ -21,7 +21,13 @@ from torch import nn
 from inference.classes import CLASSES
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
-from inference.predictor import EMBEDDING_NAME, HEATMAP_NAME, INPUT_NAME, LOGITS_NAME, Predictor
+from inference.predictor import (
+    EMBEDDING_NAME,
+    HEATMAP_NAME,
+    INPUT_NAME,
+    LOGITS_NAME,
+    Predictor,
+)
 from training.checkpoint import load_checkpoint
 from training.data import PhotoDataset
 from training.model import WithHeatmap

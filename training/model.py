@@ -13,7 +13,6 @@ from inference.classes import CLASSES
 from training.config import ARCHS
 
 
-
 class WeightsError(ValueError):
     """Weights could not be loaded; the message says which and why."""
 

@@ -251,7 +251,7 @@ def save_epoch(config: TrainConfig, loop: Loop, record: dict, best: dict, val_ou
                     loop=loop.state())
     if val_outputs is not None:
         temperature, thresholds = calibrate(*val_outputs, config.target_precision)
-        calibration = {"temperature": temperature, "low": thresholds.low, "high": thresholds.high}
+        calibration = {"temperature": temperature, **thresholds.to_dict()}
         save_checkpoint(out / "checkpoint.pt", loop.model, config, epoch=record["epoch"], metrics=record,
                         calibration=calibration)
 

@@ -8,10 +8,24 @@ which model said what, plus what investigations later found, in a tamper-evident
     record = store.record(image_bytes=data, **inspection_fields(inspection), subject=principal.subject)
 """
 
-from inference.evidence.errors import EvidenceError, NotFound, OriginalChanged, SchemaTooNew, StoreUnavailable
+from inference.evidence.errors import (
+    EvidenceError,
+    NotFound,
+    OriginalChanged,
+    SchemaTooNew,
+    StoreUnavailable,
+)
 from inference.evidence.fields import inspection_fields, screening_fields
 from inference.evidence.opening import open_store
-from inference.evidence.records import (KINDS, OUTCOME_LABELS, PROBLEMS, Match, Outcome, Record, VerifyReport)
+from inference.evidence.records import (
+    KINDS,
+    OUTCOME_LABELS,
+    PROBLEMS,
+    Match,
+    Outcome,
+    Record,
+    VerifyReport,
+)
 from inference.evidence.store import EvidenceStore
 
 __all__ = [

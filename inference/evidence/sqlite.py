@@ -18,7 +18,6 @@ from pathlib import Path
 from inference.evidence.db import Database, Pool, Tx
 from inference.evidence.errors import StoreUnavailable
 
-
 # Primary result codes (https://sqlite.org/rescode.html) that mean the database cannot serve right now:
 # BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
 _OUTAGES = {5, 6, 7, 8, 10, 11, 13, 14, 15, 26}

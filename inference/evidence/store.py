@@ -29,11 +29,33 @@ from inference.evidence.chain import Unreadable, entry_hash, verify_entries
 from inference.evidence.db import Database, Tx
 from inference.evidence.errors import NotFound, StoreUnavailable
 from inference.evidence.fields import checked, checked_outcome
-from inference.evidence.imaging import Fingerprint, clean_copy, fingerprint, thumbnail_jpeg
+from inference.evidence.imaging import (
+    Fingerprint,
+    clean_copy,
+    fingerprint,
+    thumbnail_jpeg,
+)
 from inference.evidence.neighbours import Neighbours, phashes_text
-from inference.evidence.records import Match, Outcome, Record, VerifyReport, new_id, utc_now, utc_text
-from inference.evidence.rows import (OUTCOME_COLUMNS, OUTCOME_SELECT, RECORD_COLUMNS, RECORD_SELECT, insert_sql,
-                                     outcome_from_row, outcome_row, record_from_row, record_row)
+from inference.evidence.records import (
+    Match,
+    Outcome,
+    Record,
+    VerifyReport,
+    new_id,
+    utc_now,
+    utc_text,
+)
+from inference.evidence.rows import (
+    OUTCOME_COLUMNS,
+    OUTCOME_SELECT,
+    RECORD_COLUMNS,
+    RECORD_SELECT,
+    insert_sql,
+    outcome_from_row,
+    outcome_row,
+    record_from_row,
+    record_row,
+)
 from inference.evidence.similar import normalised
 from inference.images import Limits
 
