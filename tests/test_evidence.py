@@ -152,6 +152,26 @@ def _record_service_answers(store, photo, predictor, batcher, settings):
         screening_fields(screenings.results[1], screenings)
 
 
+def test_a_record_from_already_decoded_pixels_matches_one_decoded_again(store, photo):
+    """The service hands the store its decoded photo and embedding: the fingerprint must still find the
+    same near-duplicates, and the embedding is committed with the record."""
+    from inference.images import load_image
+    from inference.phash import popcount
+
+    decoded = load_image(photo, draft_to=(160, 120))  # the predictor's decode, bigger than the store's own
+    vector = np.arange(1, 17, dtype=np.float32)
+    fast = store.record(image_bytes=photo, **fields(), decoded=decoded, embedding=vector)
+    slow = store.record(image_bytes=photo, **fields())
+    assert (fast.image_width, fast.image_height, fast.image_sha256) == (160, 120, slow.image_sha256)
+    assert popcount(np.uint64(fast.phash) ^ np.uint64(slow.phash)) <= 2
+    assert slow.id in {m.record.id for m in store.similar(fast.id)}
+    with pytest.raises(ValueError, match="already has"):
+        store.add_embedding(fast.id, vector)  # it is there already
+    with pytest.raises(ValueError, match="16 values"):  # a wrong size leaves no record behind
+        store.record(image_bytes=photo, **fields(), decoded=decoded, embedding=np.ones(8))
+    assert [r.id for r in store.list()[0]] == [slow.id, fast.id] and store.verify().ok
+
+
 def test_bad_input_is_refused_before_anything_is_stored(store, backend, photo):
     with pytest.raises(ImageError):
         store.record(image_bytes=b"GIF89a not a photo", **fields())

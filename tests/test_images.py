@@ -257,3 +257,15 @@ def test_small_jpeg_decodes_to_the_same_pixels_as_before():
         pytest.skip("this Pillow/font build renders another synth photo: the pinned pixel hash does not apply")
     pixels = loaded.image.mode.encode() + repr(loaded.image.size).encode() + loaded.image.tobytes()
     assert hashlib.sha256(pixels).hexdigest() == _SYNTH_DECODED_SHA256
+
+
+def test_normalise_is_the_formula_for_every_value_of_every_channel():
+    from inference.preprocess import PreprocessSpec, normalise
+
+    spec = PreprocessSpec(width=256, height=9, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3)
+    pixels = np.concatenate([ramp, ramp[:, ::-1], np.roll(ramp, 7, axis=1)] * 3)  # (9, 256, 3)
+    expected = ((pixels.astype(np.float32) / np.float32(255) - np.float32(spec.mean)) / np.float32(spec.std))
+    got = normalise(Image.fromarray(pixels), spec)
+    assert got.dtype == np.float32 and got.shape == (3, 9, 256) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected.transpose(2, 0, 1), rtol=0, atol=1e-6)

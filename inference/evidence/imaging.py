@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from inference.images import Limits, load_image
+from inference.images import Limits, LoadedImage, load_image
 from inference.phash import THUMBNAIL_SIDE, dihedral_phashes
 
 # As the data audit decodes (training.audit.DECODE_SIDE): JPEGs decode in draft mode to no less than this,
@@ -33,9 +33,13 @@ class Fingerprint:
     thumbnail: bytes  # THUMBNAIL_SIDE^2 RGB pixels, confirms hash matches (inference.phash)
 
 
-def fingerprint(data: bytes, limits: Limits) -> Fingerprint:
-    """Decode once (draft mode) -> size and near-duplicate fingerprint. ImageError if it is not a photo."""
-    loaded = load_image(data, limits=_accepting(data, limits), draft_to=(DECODE_SIDE, DECODE_SIDE))
+def fingerprint(data: bytes, limits: Limits, decoded: LoadedImage | None = None) -> Fingerprint:
+    """Size and near-duplicate fingerprint. ImageError if it is not a photo.
+
+    `decoded` is the same photo already decoded by the caller (at any size no smaller than DECODE_SIDE):
+    the hash and thumbnail are area averages, so they barely depend on the decode size, and a 12 MP
+    JPEG is not Huffman-decoded twice (about 15 ms each here)."""
+    loaded = decoded or load_image(data, limits=_accepting(data, limits), draft_to=(DECODE_SIDE, DECODE_SIDE))
     side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
     thumbnail = loaded.image.resize(side, Image.Resampling.BOX).tobytes()
     return Fingerprint(loaded.width, loaded.height, loaded.format, dihedral_phashes(loaded.image), thumbnail)

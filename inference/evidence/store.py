@@ -57,7 +57,7 @@ from inference.evidence.rows import (
     record_row,
 )
 from inference.evidence.similar import normalised
-from inference.images import Limits
+from inference.images import Limits, LoadedImage
 
 log = logging.getLogger("counterfeit.evidence")
 
@@ -97,27 +97,33 @@ class EvidenceStore:
     def record(self, *, image_bytes: bytes, kind: str, subject: str, verdict: str, score: float | None,
                thresholds: dict, model_name: str, model_version: str, quality: dict,
                external_id: str | None = None, location: str | None = None, case: str | None = None,
-               note: str | None = None) -> Record:
+               note: str | None = None, decoded: LoadedImage | None = None,
+               embedding: np.ndarray | None = None) -> Record:
         """Store the photo as received and what was said about it; durable when it returns.
 
+        `decoded`: the photo as the caller already decoded it (saves decoding it again to fingerprint it);
+        `embedding`: the model's embedding of it, committed in the same transaction as the record.
         ValueError (inference.images.ImageError for a photo that cannot be decoded) for bad input,
         StoreUnavailable when the disk or database cannot take it (nothing is left half-written)."""
         fields = checked(kind=kind, subject=subject, verdict=verdict, score=score, thresholds=thresholds,
                          model_name=model_name, model_version=model_version, quality=quality,
                          external_id=external_id, location=location, case=case, note=note)
-        facts = fingerprint(image_bytes, self._limits)
+        if embedding is not None:
+            normalised(embedding, None)  # ValueError now, before anything is written
+        facts = fingerprint(image_bytes, self._limits, decoded)
         sha256 = sha256_hex(image_bytes)
         with self._guard("store the original photo"):
             created = self._blobs.put(sha256, image_bytes)
         try:
             with self._guard("record the evidence"):
-                return self._append_record(fields, sha256, facts, image_bytes)
+                return self._append_record(fields, sha256, facts, image_bytes, embedding)
         except BaseException:
             if created:
                 self._discard_orphan(sha256)
             raise
 
-    def _append_record(self, fields: dict, sha256: str, facts: Fingerprint, image_bytes: bytes) -> Record:
+    def _append_record(self, fields: dict, sha256: str, facts: Fingerprint, image_bytes: bytes,
+                       embedding: np.ndarray | None) -> Record:
         with self._db.write() as tx:
             seq, prev_hash = tx.chain_head()
             # A failed writer may have removed this photo since step 1 (it checks for rows under this same
@@ -131,6 +137,8 @@ class EvidenceStore:
             tx.run("INSERT INTO fingerprints (record_seq, phashes, thumbnail) VALUES (?, ?, ?)",
                    (record.seq, phashes_text(facts.phashes), facts.thumbnail))
             _advance_head(tx, record.seq, record.record_hash)
+            if embedding is not None:
+                _insert_embedding(tx, record.seq, embedding)
         return record
 
     def add_outcome(self, record_id: str, label: str, note: str | None, subject: str) -> Record:
@@ -150,16 +158,13 @@ class EvidenceStore:
 
     def add_embedding(self, record_id: str, vector: np.ndarray) -> None:
         """Attach the model's embedding of the record's photo (one per record, all of one size)."""
-        unit = normalised(vector, None)
+        normalised(vector, None)  # ValueError for NaN, inf or all zeros
         with self._guard("store the embedding"), self._db.write() as tx:
             tx.chain_head()  # serialises writers, so embedding numbers commit in order (see neighbours.py)
             row = tx.one("SELECT seq FROM records WHERE id = ?", (record_id,))
             if row is None:
                 raise NotFound(f"No evidence record with id {record_id!r}.")
-            _check_embedding(tx, row[0], len(unit))
-            (number,) = tx.one("SELECT COALESCE(MAX(n), 0) + 1 FROM embeddings")
-            tx.run("INSERT INTO embeddings (n, record_seq, dim, vector, created_at) VALUES (?, ?, ?, ?, ?)",
-                   (number, row[0], len(unit), np.asarray(vector, np.float32).ravel().tobytes(), utc_now()))
+            _insert_embedding(tx, row[0], vector)
 
     def sweep_orphans(self, older_than_s: float = 3600) -> int:
         """Remove stored originals that no record refers to (left by failed writes or crashes) and stale
@@ -331,6 +336,16 @@ class _ImageFolder:
 
 def _advance_head(tx: Tx, seq: int, record_hash: str) -> None:
     tx.run("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq, record_hash))
+
+
+def _insert_embedding(tx: Tx, record_seq: int, vector: np.ndarray) -> None:
+    """The vector as the model gave it. Under the chain lock, so embedding numbers commit in order
+    (see neighbours.py)."""
+    values = np.asarray(vector, np.float32).ravel()
+    _check_embedding(tx, record_seq, len(values))
+    (number,) = tx.one("SELECT COALESCE(MAX(n), 0) + 1 FROM embeddings")
+    tx.run("INSERT INTO embeddings (n, record_seq, dim, vector, created_at) VALUES (?, ?, ?, ?, ?)",
+           (number, record_seq, len(values), values.tobytes(), utc_now()))
 
 
 def _check_embedding(tx: Tx, record_seq: int, dim: int) -> None:
