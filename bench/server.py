@@ -83,14 +83,19 @@ def bare_service_rate(photo: bytes, count: int, data_dir: Path) -> float:
     return rate
 
 
-def load_test(url: str, photo: bytes, clients: int, per_client: int) -> tuple[float, list[float]]:
-    """-> (requests/s, latencies in s) for `clients` threads each sending `per_client` requests."""
+def load_test(url: str, photo: bytes, clients: int, per_client: int, *,
+              per_request: int = 1) -> tuple[float, list[float]]:
+    """-> (photos/s, request latencies in s) for `clients` threads each sending `per_client` requests.
+    per_request > 1 posts that many copies of the photo to /v1/screenings in each request."""
+    files = ({"image": ("p.jpg", photo, "image/jpeg")} if per_request == 1 else
+             [("images", (f"p{i}.jpg", photo, "image/jpeg")) for i in range(per_request)])
+
     def client(_: int) -> list[float]:
         latencies = []
         with httpx.Client(timeout=60) as session:
             for _ in range(per_client):
                 start = time.perf_counter()
-                answer = session.post(url, files={"image": ("p.jpg", photo, "image/jpeg")})
+                answer = session.post(url, files=files)
                 answer.raise_for_status()
                 latencies.append(time.perf_counter() - start)
         return latencies
@@ -98,11 +103,20 @@ def load_test(url: str, photo: bytes, clients: int, per_client: int) -> tuple[fl
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         latencies = [t for per in pool.map(client, range(clients)) for t in per]
-    return len(latencies) / (time.perf_counter() - start), latencies
+    return len(latencies) * per_request / (time.perf_counter() - start), latencies
 
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def print_listing_batches(url: str, photo: bytes, photos: int, bare: float, per_request: int = 16) -> None:
+    """Listing systems send batches: POST /v1/screenings with 16 photos a request (each recorded as evidence)."""
+    for clients in (1, 4):
+        rate, latencies = load_test(url, photo, clients, max(1, photos // per_request // clients),
+                                    per_request=per_request)
+        print(f"  screenings of {per_request} photos, {clients} client(s): {rate:7.1f} img/s, "
+              f"request p50 {percentile(latencies, 50) * 1000:.0f} ms; vs bare {rate / bare:.2f}x")
 
 
 def print_photo_size_ratio(url: str, photo: bytes, big_photo: bytes, count: int = 30) -> None:
@@ -139,6 +153,7 @@ def main() -> None:
                                         max(1, args.requests // clients))
             print(f"  {clients:>7}  {rate:7.1f}  {percentile(latencies, 50) * 1000:7.1f}  "
                   f"{percentile(latencies, 99) * 1000:7.1f}  {rate / bare:6.2f}x  {rate / service:9.2f}x")
+        print_listing_batches(f"http://127.0.0.1:{port}/v1/screenings", photo, args.requests, bare)
         print_photo_size_ratio(f"http://127.0.0.1:{port}/v1/inspections", photo, big_photo)
     finally:
         server.terminate()

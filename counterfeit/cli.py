@@ -55,11 +55,14 @@ def _add_train(sub) -> None:
     p.add_argument("--out", type=Path, help="RUN folder for checkpoints, metrics, model.onnx (required)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last completed epoch")
     p.add_argument("--config", type=Path, help="TOML file with TrainConfig fields; flags override it")
-    p.add_argument("--arch", help="torchvision architecture (default mobilenet_v3_small)")
+    p.add_argument("--recipe", choices=["reference", "classifier"],
+                   help="reference (default): compare each photo, registered, with its product's genuine photos; "
+                        "classifier: a CNN on the whole frame (the options below up to --lr are its own)")
+    p.add_argument("--arch", help="classifier: torchvision architecture (default mobilenet_v3_small)")
     p.add_argument("--weights", help="none | PATH to a local state_dict | torchvision weights name (needs internet)")
     p.add_argument("--epochs", type=int, help="epochs (default 10); with --resume, the new total")
     p.add_argument("--patience", type=int, help="stop after this many epochs without val improvement (0: off)")
-    p.add_argument("--image-size", help="model input WIDTHxHEIGHT in pixels (default 320x240)")
+    p.add_argument("--image-size", help="model input WIDTHxHEIGHT in pixels (default 640x480; classifier 320x240)")
     p.add_argument("--batch-size", type=int, help="images per step (default 16)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--target-precision", type=float, help="precision each decided verdict must reach on val (0.99)")

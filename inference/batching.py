@@ -1,6 +1,6 @@
 """Dynamic batching: concurrent requests share one onnxruntime call.
 
-Request threads put preprocessed arrays on a queue and wait; one worker thread takes the first item,
+Request threads put prepared photos on a queue and wait; one worker thread takes the first item,
 waits up to `max_wait_s` for more (up to `max_batch`), runs them as one batch and hands each caller its
 row. A batch of 8 costs far less than 8 calls of 1, so throughput holds up under load.
 
@@ -20,13 +20,13 @@ from typing import Callable
 
 import numpy as np
 
-from inference.predictor import Predictor
+from inference.predictor import Predictor, Prepared
 
 
 @dataclass
 class _Item:
-    predictor: Predictor  # the model that preprocessed this array must also score it
-    array: np.ndarray
+    predictor: Predictor  # the model that prepared this photo must also score it
+    prepared: Prepared
     future: Future = field(default_factory=Future)
 
 
@@ -43,7 +43,7 @@ class Batcher:
 
     @contextmanager
     def expecting(self, count: int = 1):
-        """Announce `count` arrays that will be submitted within this block (e.g. once decoded)."""
+        """Announce `count` photos that will be submitted within this block (e.g. once decoded)."""
         with self._expected_lock:
             self._expected += count
         try:
@@ -52,15 +52,15 @@ class Batcher:
             with self._expected_lock:
                 self._expected -= count
 
-    def submit(self, predictor: Predictor, array: np.ndarray) -> Future:
-        """Queue one preprocessed array (3, H, W); the future gives (calibrated score, embedding or None)."""
-        item = _Item(predictor, array)
+    def submit(self, predictor: Predictor, prepared: Prepared) -> Future:
+        """Queue one prepared photo; the future gives (calibrated score, embedding or None)."""
+        item = _Item(predictor, prepared)
         self._queue.put(item)
         return item.future
 
-    def score(self, predictor: Predictor, array: np.ndarray) -> tuple[float, np.ndarray | None]:
-        """(Calibrated score, embedding or None) of one preprocessed array; blocks until its batch has run."""
-        return self.submit(predictor, array).result()
+    def score(self, predictor: Predictor, prepared: Prepared) -> tuple[float, np.ndarray | None]:
+        """(Calibrated score, embedding or None) of one prepared photo; blocks until its batch has run."""
+        return self.submit(predictor, prepared).result()
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""
@@ -96,7 +96,9 @@ class Batcher:
         for predictor in {id(item.predictor): item.predictor for item in batch}.values():
             group = [item for item in batch if item.predictor is predictor]
             try:
-                scores, embeddings = predictor.scores_and_embeddings(np.stack([item.array for item in group]))
+                scores, embeddings = predictor.scores_and_embeddings(
+                    np.stack([item.prepared.array for item in group]),
+                    np.array([item.prepared.product for item in group], np.int64))
             except Exception as exc:  # delivered to each waiting request, which answers 500
                 for item in group:
                     item.future.set_exception(exc)

@@ -84,13 +84,17 @@ def evaluate_folder(path: str | Path, predictor: Predictor) -> dict:
     records = list(screen_files([s.path for s in samples], predictor))
     scored = [(s, r["score"]) for s, r in zip(samples, records) if "score" in r]
     errors = [{"path": r["path"], "error": r["error"]} for r in records if "error" in r]
+    # A reference model answers 'retake' for a photo showing none of its products: listed and counted,
+    # never scored as if it had been recognised.
+    retakes = [{"path": r["path"], "reason": r["reason"]} for r in records if r.get("verdict") == "retake"]
     thresholds = predictor.metadata.thresholds
     metrics = _metrics_for(scored, thresholds)
     products = sorted({s.product for s, _ in scored})
     metrics["per_product"] = {p: _metrics_for([x for x in scored if x[0].product == p], thresholds) for p in products}
     model = predictor.metadata
     metrics.update(model={"name": model.name, "version": model.version},
-                   thresholds=thresholds.to_dict(), errors=errors)
+                   thresholds=thresholds.to_dict(), errors=errors, retakes=retakes,
+                   retake_rate=len(retakes) / len(records) if records else float("nan"))
     metrics["scores"] = [{"path": str(s.path), "label": s.label, "product": s.product, "score": v} for s, v in scored]
     return metrics
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from inference.align import Reference, references_from_json, references_to_json
 from inference.classes import CLASSES
 from inference.preprocess import PreprocessSpec
 
@@ -45,6 +46,9 @@ class ModelMetadata:
     temperature: float  # logits are divided by it before the softmax (calibration)
     train_config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # Reference models (recipe "reference"): each product's genuine keypoints. A photo is registered to
+    # them and resampled into its product's frame before the model sees it (inference/align.py).
+    references: tuple[Reference, ...] = ()
 
     def to_props(self) -> dict[str, str]:
         """The metadata as ONNX metadata_props: every value JSON-encoded."""
@@ -59,6 +63,8 @@ class ModelMetadata:
             "train_config": self.train_config,
             "metrics": self.metrics,
         }
+        if self.references:
+            values["references"] = references_to_json(list(self.references))
         return {key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
     @classmethod
@@ -87,6 +93,7 @@ class ModelMetadata:
             "temperature": self.temperature,
             "metrics": self.metrics,
             "train_config": self.train_config,
+            "products": [r.product for r in self.references],  # empty: no registration (whole-frame model)
         }
 
 
@@ -108,4 +115,5 @@ def _from_values(values: dict) -> ModelMetadata:
         temperature=temperature,
         train_config=dict(values.get("train_config") or {}),
         metrics=dict(values.get("metrics") or {}),
+        references=tuple(references_from_json(values["references"])) if values.get("references") else (),
     )

@@ -13,15 +13,34 @@ import onnxruntime as ort
 from PIL import Image
 
 from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
+from inference.align import Reference, align
 from inference.images import Limits, LoadedImage, load_image
 from inference.metadata import ModelFileError, ModelMetadata, Thresholds
-from inference.preprocess import preprocess
+from inference.preprocess import PreprocessSpec, normalise, preprocess
 
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
 HEATMAP_NAME = "heatmap"  # optional output (N, h, w): counterfeit evidence per region
 EMBEDDING_NAME = "embedding"  # optional output (N, D): L2-normalised features, to find the same goods again
+PRODUCT_NAME = "product"  # second input of reference models, (N,) int64: the product each photo registered to
 MAX_BATCH = 32  # images per onnxruntime call: bounds memory (32 x 3 x 240 x 320 floats = 29 MB)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One photo as the model takes it."""
+
+    array: np.ndarray  # (3, H, W) float32
+    product: int = 0  # reference models: index of the product it was registered to
+
+
+def prepare(image: Image.Image, spec: PreprocessSpec, references: Sequence[Reference] = ()) -> Prepared:
+    """The one way a decoded photo becomes model input, in training and in serving: letterboxed and
+    normalised; with references, first registered into its product's reference frame."""
+    if not references:
+        return Prepared(preprocess(image, spec))
+    frame, product = align(image, list(references), spec)
+    return Prepared(normalise(frame, spec), product)
 
 
 @dataclass(frozen=True)
@@ -67,46 +86,67 @@ class Predictor:
         """Decode image bytes for this model (JPEG decoded no larger than the model needs)."""
         return load_image(data, limits=limits, draft_to=self.spec.size)
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def aligns(self) -> bool:
+        """Whether photos are registered to a product's reference before scoring (reference models)."""
+        return bool(self.metadata.references)
+
+    def prepare(self, image: Image.Image) -> Prepared:
+        """A decoded photo -> the model's input; inference.align.NotRecognised when a reference model
+        finds none of its products in it."""
+        return prepare(image, self.spec, self.metadata.references)
+
+    def _feeds(self, batch: np.ndarray, products: np.ndarray | None) -> dict[str, np.ndarray]:
+        if not self.aligns:
+            return {INPUT_NAME: batch}
+        products = np.zeros(len(batch), np.int64) if products is None else np.asarray(products, np.int64)
+        return {INPUT_NAME: batch, PRODUCT_NAME: products}
+
+    def logits(self, batch: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
         """Raw logits (N, C) for preprocessed arrays (N, 3, H, W), in chunks of MAX_BATCH."""
+        products = np.zeros(len(batch), np.int64) if products is None else np.asarray(products, np.int64)
         chunks = [
-            self.session.run([LOGITS_NAME], {INPUT_NAME: batch[start : start + MAX_BATCH]})[0]
+            self.session.run([LOGITS_NAME], self._feeds(batch[start : start + MAX_BATCH],
+                                                        products[start : start + MAX_BATCH]))[0]
             for start in range(0, len(batch), MAX_BATCH)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.metadata.classes)), np.float32)
 
-    def scores(self, batch: np.ndarray) -> np.ndarray:
-        return softmax_scores(self.logits(batch), self.metadata.temperature, self._counterfeit_index)
+    def scores(self, batch: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
+        return softmax_scores(self.logits(batch, products), self.metadata.temperature, self._counterfeit_index)
 
     @property
     def has_embedding(self) -> bool:
         return EMBEDDING_NAME in self.outputs
 
-    def scores_and_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def scores_and_embeddings(self, batch: np.ndarray,
+                              products: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated scores and, when the model has them, embeddings, from one onnxruntime call."""
         if not self.has_embedding:
-            return self.scores(batch), None
-        logits, embeddings = self.session.run([LOGITS_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
+            return self.scores(batch, products), None
+        logits, embeddings = self.session.run([LOGITS_NAME, EMBEDDING_NAME], self._feeds(batch, products))
         return softmax_scores(logits, self.metadata.temperature, self._counterfeit_index), embeddings
 
     @property
     def has_heatmap(self) -> bool:
         return HEATMAP_NAME in self.outputs
 
-    def explain(self, array: np.ndarray) -> tuple[float, bytes, np.ndarray | None]:
-        """(calibrated score, heatmap PNG, embedding or None) for one preprocessed array."""
+    def explain(self, prepared: Prepared) -> tuple[float, bytes, np.ndarray | None]:
+        """(calibrated score, heatmap PNG, embedding or None) for one prepared photo. A reference model's
+        heatmap is in its product's reference frame."""
         if not self.has_heatmap:
             raise ModelFileError(f"{self.path.name} has no '{HEATMAP_NAME}' output: re-export it to get heatmaps.")
         names = [LOGITS_NAME, HEATMAP_NAME] + ([EMBEDDING_NAME] if self.has_embedding else [])
-        logits, heatmap, *embedding = self.session.run(names, {INPUT_NAME: array[None]})
+        logits, heatmap, *embedding = self.session.run(names, self._feeds(prepared.array[None], [prepared.product]))
         score = float(softmax_scores(logits, self.metadata.temperature, self._counterfeit_index)[0])
         return score, heatmap_png(heatmap[0], self.spec.size), embedding[0][0] if embedding else None
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:
             return []
-        batch = np.stack([preprocess(image, self.spec) for image in images])
-        return [self.decide(float(score)) for score in self.scores(batch)]
+        prepared = [self.prepare(image) for image in images]
+        scores = self.scores(np.stack([p.array for p in prepared]), np.array([p.product for p in prepared]))
+        return [self.decide(float(score)) for score in scores]
 
     def decide(self, score: float) -> Prediction:
         return Prediction(score=score, verdict=verdict_for(score, self.metadata.thresholds))
@@ -151,6 +191,10 @@ def _open_session(model_bytes: bytes, path: Path, threads: int) -> ort.Inference
 def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata, path: Path) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
+    if (PRODUCT_NAME in inputs) != bool(metadata.references):
+        has = "the input but no references" if PRODUCT_NAME in inputs else "references but no such input"
+        raise ModelFileError(f"{path}: an input {PRODUCT_NAME!r} goes with product references in the "
+                             f"metadata; this file has {has}. Re-export it with `counterfeit export`.")
     if INPUT_NAME not in inputs or LOGITS_NAME not in outputs:
         raise ModelFileError(
             f"{path} must have an input {INPUT_NAME!r} and an output {LOGITS_NAME!r}; "

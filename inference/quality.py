@@ -28,14 +28,18 @@ WORKING_SIDE = 320  # px, longer side of the grayscale copy the measures are tak
 CLIPPED_LEVEL = 250  # luma at or above this counts as blown out
 _FLAT = 1.0  # luma variance (levels^2) below which a frame is blank
 
+REASONS: tuple[str, ...] = ("too_small", "blurry", "too_dark", "overexposed")  # what check() measures
+NOT_RECOGNISED = "not_recognised"  # reference models only (inference/align.py): no product registered
+
 # Reason codes in the order they are reported, each with the problem and what the inspector should do.
 _ADVICE: dict[str, tuple[str, str]] = {
     "too_small": ("too small", "move closer or send the photo at full resolution"),
     "blurry": ("blurry", "hold the phone still and tap to focus"),
     "too_dark": ("too dark", "add light or move to a brighter spot"),
     "overexposed": ("overexposed", "avoid direct light and glare on the package"),
+    NOT_RECOGNISED: ("not recognised as one of the model's products",
+                     "photograph the front of the package so that it fills most of the frame"),
 }
-REASONS: tuple[str, ...] = tuple(_ADVICE)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,8 @@ class QualityThresholds:
 @dataclass(frozen=True)
 class QualityReport:
     ok: bool
-    reasons: tuple[str, ...]  # stable codes, in REASONS order: too_small, blurry, too_dark, overexposed
+    reasons: tuple[str, ...]  # stable codes, in REASONS order: too_small, blurry, too_dark, overexposed,
+    # not_recognised
     message: str  # one sentence for the person holding the phone
     measures: dict  # sharpness, brightness, clipped (0..1) and min_side (px), as compared with the thresholds
 
@@ -73,6 +78,12 @@ def check(
     measures = measure(image, original_size)
     reasons = _reasons(measures, thresholds)
     return QualityReport(ok=not reasons, reasons=reasons, message=advice(reasons), measures=measures)
+
+
+def not_recognised(report: QualityReport) -> QualityReport:
+    """A photo that passed the gate but shows none of a reference model's products: retake it."""
+    reasons = (*report.reasons, NOT_RECOGNISED)
+    return QualityReport(ok=False, reasons=reasons, message=advice(reasons), measures=report.measures)
 
 
 def measure(image: Image.Image, original_size: tuple[int, int]) -> dict:

@@ -25,7 +25,7 @@ class ImageInfo(BaseModel):
 
 class Quality(BaseModel):
     ok: bool
-    reasons: list[str] = Field(description="too_small | blurry | too_dark | overexposed")
+    reasons: list[str] = Field(description="too_small | blurry | too_dark | overexposed | not_recognised")
     message: str = Field(description="what to do, for the person holding the phone")
     measures: dict[str, float]
 

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
+import numpy as np
+
+from inference.align import NotRecognised
 from inference.images import ImageError, Limits
 from inference.layout import image_files
-from inference.predictor import Predictor
+from inference.predictor import Predictor, Prepared
 
 BATCH = 32  # images decoded and scored together: one onnxruntime call each
 
@@ -27,29 +30,33 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def screen_files(files: list[Path], predictor: Predictor, limits: Limits = Limits()) -> Iterator[dict]:
-    """Yield one record per file, in order: {"path", "score", "verdict", "model"} or {"path", "error"}."""
+    """Yield one record per file, in order: {"path", "score", "verdict", "model"}, {"path", "error"}, or
+    for a reference model that finds none of its products, {"path", "verdict": "retake", "reason"}."""
     model = {"name": predictor.metadata.name, "version": predictor.metadata.version}
     for start in range(0, len(files), BATCH):
         chunk = files[start : start + BATCH]
-        decoded = [_decode(path, predictor, limits) for path in chunk]
-        images = [item for item in decoded if not isinstance(item, str)]
-        predictions = iter(predictor.predict(images))
-        for path, item in zip(chunk, decoded):
-            if isinstance(item, str):
-                yield {"path": str(path), "error": item, "model": model}
-            else:
-                prediction = next(predictions)
+        prepared = [_prepare(path, predictor, limits) for path in chunk]
+        ready = [item for item in prepared if isinstance(item, Prepared)]
+        scores = iter(predictor.scores(np.stack([p.array for p in ready]), np.array([p.product for p in ready]))
+                      if ready else [])
+        for path, item in zip(chunk, prepared):
+            if isinstance(item, Prepared):
+                prediction = predictor.decide(float(next(scores)))
                 yield {"path": str(path), "score": prediction.score, "verdict": prediction.verdict, "model": model}
+            else:
+                yield {"path": str(path), **item, "model": model}
 
 
-def _decode(path: Path, predictor: Predictor, limits: Limits):
-    """The decoded RGB image, or the error message as a string."""
+def _prepare(path: Path, predictor: Predictor, limits: Limits) -> Prepared | dict:
+    """The model input, or the record fields saying why there is none."""
     try:
-        return predictor.load(path.read_bytes(), limits).image
+        return predictor.prepare(predictor.load(path.read_bytes(), limits).image)
     except ImageError as exc:
-        return exc.message
+        return {"error": exc.message}
     except OSError as exc:
-        return f"Could not read the file: {exc.strerror or exc}"
+        return {"error": f"Could not read the file: {exc.strerror or exc}"}
+    except NotRecognised as exc:
+        return {"verdict": "retake", "reason": "not_recognised", "message": str(exc)}
 
 
 def write_jsonl(records: Iterable[dict], out: TextIO) -> dict[str, int]:

@@ -17,9 +17,9 @@ from inference.errors import ApiError
 from inference.evidence import EvidenceStore, inspection_fields, screening_fields
 from inference.images import ImageError, LoadedImage
 from inference.metadata import ModelFileError
-from inference.predictor import Predictor
-from inference.preprocess import preprocess
-from inference.quality import QualityReport, check
+from inference.align import NotRecognised
+from inference.predictor import Predictor, Prepared
+from inference.quality import QualityReport, check, not_recognised
 from inference.schemas import Inspection, ScreeningResult, Screenings
 from inference.settings import Settings
 
@@ -50,9 +50,17 @@ def quality_fields(report: QualityReport) -> dict:
     return {**fields, "reasons": list(fields["reasons"])}
 
 
-def _decode_and_check(data: bytes, predictor: Predictor, settings: Settings) -> tuple[LoadedImage, QualityReport]:
+def _decode_and_prepare(data: bytes, predictor: Predictor,
+                        settings: Settings) -> tuple[LoadedImage, QualityReport, Prepared | None]:
+    """-> (the decoded photo, its quality, the model input or None when it must be retaken)."""
     loaded = predictor.load(data, settings.limits)
-    return loaded, check(loaded.image, (loaded.width, loaded.height), settings.quality_thresholds)
+    quality = check(loaded.image, (loaded.width, loaded.height), settings.quality_thresholds)
+    if not quality.ok:
+        return loaded, quality, None
+    try:
+        return loaded, quality, predictor.prepare(loaded.image)
+    except NotRecognised:  # a reference model found none of its products: a guess would be worthless
+        return loaded, not_recognised(quality), None
 
 
 def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings,
@@ -64,19 +72,18 @@ def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings:
 
 
 def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool):
-    loaded, quality = _decode_and_check(data, predictor, settings)
+    loaded, quality, prepared = _decode_and_prepare(data, predictor, settings)
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
-    if not quality.ok:
+    if prepared is None:
         return Inspection(verdict=RETAKE, score=None, **answer), ForEvidence(decoded=loaded)
-    array = preprocess(loaded.image, predictor.spec)
     if explain:
         try:
-            score, heatmap_png, embedding = predictor.explain(array)
+            score, heatmap_png, embedding = predictor.explain(prepared)
         except ModelFileError as exc:
             raise ApiError(422, "explain_unavailable", str(exc)) from exc
         answer["heatmap"] = base64.b64encode(heatmap_png).decode("ascii")
     else:
-        score, embedding = batcher.score(predictor, array)
+        score, embedding = batcher.score(predictor, prepared)
     return Inspection(verdict=predictor.decide(score).verdict, score=score, **answer), ForEvidence(embedding, loaded)
 
 
@@ -99,13 +106,13 @@ def _queue_one(index: int, data: bytes, ids: list[str] | None, predictor: Predic
     """Decode and check one photo and queue it for scoring; or its error / retake entry."""
     entry = {"index": index, "id": ids[index] if ids else None}
     try:
-        loaded, quality = _decode_and_check(data, predictor, settings)
+        loaded, quality, prepared = _decode_and_prepare(data, predictor, settings)
     except ImageError as exc:
         return {**entry, "error": {"code": exc.code, "message": exc.message}}, None, None
     entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))
-    if not quality.ok:
+    if prepared is None:
         return {**entry, "verdict": RETAKE}, loaded, None
-    return entry, loaded, batcher.submit(predictor, preprocess(loaded.image, predictor.spec))
+    return entry, loaded, batcher.submit(predictor, prepared)
 
 
 def _finish(entry: dict, loaded: LoadedImage | None, future: Future | None,

@@ -47,7 +47,8 @@ def trained_run(synth_data, tmp_path_factory) -> Path:
     from training.train import fit
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    fit(TrainConfig(data=str(synth_data), out=str(run), epochs=1, image_size=(64, 48), batch_size=8), progress=False)
+    fit(TrainConfig(data=str(synth_data), out=str(run), recipe="classifier", epochs=1, image_size=(64, 48),
+                    batch_size=8), progress=False)
     return run
 
 

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from inference.batching import Batcher
+from inference.predictor import Prepared
 
 
 def test_concurrent_requests_are_batched_and_answered_in_place(predictor):
@@ -16,7 +17,7 @@ def test_concurrent_requests_are_batched_and_answered_in_place(predictor):
     got = [None] * 8
 
     def call(i):
-        got[i] = batcher.score(predictor, arrays[i])[0]
+        got[i] = batcher.score(predictor, Prepared(arrays[i]))[0]
 
     with batcher.expecting(8):  # as 8 requests in flight announce themselves
         threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
@@ -34,19 +35,19 @@ def test_a_lone_request_does_not_wait_for_company(predictor):
     array = np.zeros((3, 48, 64), np.float32)
     start = time.perf_counter()
     with batcher.expecting():
-        assert 0 <= batcher.score(predictor, array)[0] <= 1
+        assert 0 <= batcher.score(predictor, Prepared(array))[0] <= 1
     assert time.perf_counter() - start < 2.0
     batcher.close()
 
 
 def test_a_failing_model_fails_only_its_own_callers(predictor):
     class Broken:
-        def scores_and_embeddings(self, batch):
+        def scores_and_embeddings(self, batch, products):
             raise RuntimeError("boom")
 
     batcher = Batcher(max_batch=4, max_wait_s=0.05)
-    bad = batcher.submit(Broken(), np.zeros((3, 48, 64), np.float32))  # type: ignore[arg-type]
-    good = batcher.submit(predictor, np.zeros((3, 48, 64), np.float32))
+    bad = batcher.submit(Broken(), Prepared(np.zeros((3, 48, 64), np.float32)))  # type: ignore[arg-type]
+    good = batcher.submit(predictor, Prepared(np.zeros((3, 48, 64), np.float32)))
     assert isinstance(bad.exception(timeout=5), RuntimeError)
     score, embedding = good.result(timeout=5)
     assert 0 <= score <= 1 and embedding.shape == (576,)

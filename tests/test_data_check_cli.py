@@ -41,7 +41,7 @@ def test_bad_arguments_exit_2(run_cli, tmp_path):
 
 def test_train_refuses_a_leaking_dataset_naming_the_files(run_cli, leaking_data, tmp_path):
     root, source, copy = leaking_data
-    code, _, err = run_cli("train", root, "--out", tmp_path / "run", "--epochs", "1", "--image-size", "64x48")
+    code, _, err = run_cli("train", root, "--out", tmp_path / "run", "--recipe", "classifier", "--epochs", "1", "--image-size", "64x48")
     assert code == 2
     assert source in err and copy in err and "leak" in err
     assert "--allow-data-errors" in err.strip().splitlines()[-1]
@@ -50,7 +50,7 @@ def test_train_refuses_a_leaking_dataset_naming_the_files(run_cli, leaking_data,
 
 def test_allow_data_errors_trains_and_records_the_audit(run_cli, leaking_data, tmp_path):
     root, _, _ = leaking_data
-    code, _, _ = run_cli("train", root, "--out", tmp_path / "run", "--epochs", "1", "--image-size", "64x48",
+    code, _, _ = run_cli("train", root, "--out", tmp_path / "run", "--recipe", "classifier", "--epochs", "1", "--image-size", "64x48",
                          "--allow-data-errors")
     assert code == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -60,8 +60,9 @@ def test_version_is_the_content_hash(model_path):
 
 
 def test_onnxruntime_equals_torch_on_real_images(trained_run, synth_data, predictor):
-    model, config, _ = load_checkpoint(trained_run / "checkpoint.pt")
-    images = verification_images(list_split(synth_data, "test"), config.preprocess_spec(), count=8)
+    model, config, checkpoint = load_checkpoint(trained_run / "checkpoint.pt")
+    metadata = metadata_from_checkpoint(checkpoint, config)
+    images, _ = verification_images(list_split(synth_data, "test"), metadata, count=8)
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     assert np.abs(predictor.logits(images) - expected).max() <= 1e-4
@@ -78,10 +79,11 @@ def test_training_and_serving_preprocess_identically(synth_data, predictor):
 
 def test_failed_verification_writes_nothing(trained_run, synth_data, tmp_path):
     model, config, checkpoint = load_checkpoint(trained_run / "checkpoint.pt")
-    images = verification_images(list_split(synth_data, "val"), config.preprocess_spec(), count=2)
+    metadata = metadata_from_checkpoint(checkpoint, config)
+    images, _ = verification_images(list_split(synth_data, "val"), metadata, count=2)
     out = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="disagree"):
-        export(model, metadata_from_checkpoint(checkpoint, config), out, images, tolerance=-1.0)
+        export(model, metadata, out, images, tolerance=-1.0)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -148,7 +150,8 @@ def test_config_errors_are_actionable(tmp_path):
 
 def test_ctrl_c_keeps_the_last_completed_epoch(synth_data, tmp_path, monkeypatch, run_cli):
     ctrl_c_in_epoch(monkeypatch, 2)
-    code, _, err = run_cli("train", synth_data, "--out", tmp_path / "run", "--epochs", "3", "--image-size", "64x48")
+    code, _, err = run_cli("train", synth_data, "--out", tmp_path / "run", "--recipe", "classifier", "--epochs", "3",
+                           "--image-size", "64x48")
     assert code == 130 and "last completed epoch" in err
     model, config, checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     assert checkpoint["epoch"] == 1 and config.epochs == 3

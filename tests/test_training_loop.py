@@ -11,7 +11,7 @@ from conftest import ctrl_c_in_epoch
 from training.config import TrainConfig
 from training.train import fit, resume_config
 
-TINY = {"image_size": (64, 48), "batch_size": 8}
+TINY = {"recipe": "classifier", "image_size": (64, 48), "batch_size": 8}
 
 
 def epochs_logged(run) -> list[int]:
@@ -66,7 +66,8 @@ def test_tensorboard_logs_when_installed(synth_data, tmp_path):
 def test_ddp_with_two_cpu_processes(synth_data, tmp_path):
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "counterfeit",
-               "train", str(synth_data), "--out", str(run), "--epochs", "2", "--image-size", "64x48"]
+               "train", str(synth_data), "--out", str(run), "--recipe", "classifier", "--epochs", "2",
+               "--image-size", "64x48"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert epochs_logged(run) == [1, 2]  # written once, by rank 0

@@ -14,20 +14,27 @@ from inference.calibration import calibrate
 from inference.images import ImageError
 from inference.layout import DataError, Sample, list_labelled, resolve_labelled
 from inference.metadata import ModelMetadata
+from inference.align import NotRecognised
 from inference.predictor import Predictor
-from inference.preprocess import preprocess
 from training.export import stamp_metadata
 
 
 def labelled_logits(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw logits and labels for labelled files, decoded and preprocessed exactly as in serving."""
-    arrays = []
+    """Raw logits and labels for labelled files, decoded and prepared exactly as in serving. Photos a
+    reference model does not recognise are left out: serving answers 'retake' for them, never a score."""
+    prepared, labels = [], []
     for sample in samples:
         try:
-            arrays.append(preprocess(predictor.load(sample.path.read_bytes()).image, predictor.spec))
+            prepared.append(predictor.prepare(predictor.load(sample.path.read_bytes()).image))
         except ImageError as exc:
             raise DataError(f"{sample.path}: {exc.message} (remove it, or run `counterfeit data check`)") from exc
-    return predictor.logits(np.stack(arrays)), np.array([s.label for s in samples])
+        except NotRecognised:
+            continue
+        labels.append(sample.label)
+    if not prepared:
+        raise DataError("The model recognised none of the photos as one of its products: nothing to calibrate on.")
+    arrays, products = np.stack([p.array for p in prepared]), np.array([p.product for p in prepared])
+    return predictor.logits(arrays, products), np.array(labels)
 
 
 def recalibrate(model: Path, data: Path, out: Path, target_precision: float | None = None) -> ModelMetadata:

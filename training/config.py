@@ -9,6 +9,11 @@ from pathlib import Path
 
 from inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
+# reference: register each photo to its product's genuine reference and compare it location by location
+# with the registered genuines (training/reference.py): no epochs. classifier: a CNN trained end to end on
+# the whole frame (training/train.py); it stays at chance on packaging photos (README, "Model quality").
+RECIPES = ("reference", "classifier")
+DEFAULT_IMAGE_SIZE = {"reference": (640, 480), "classifier": (320, 240)}  # width, height (pixels)
 OPTIMIZERS = ("adamw", "sgd")
 # Architectures offered: small enough to train on a CPU; each ends in one nn.Linear head.
 ARCHS = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50", "efficientnet_b0")
@@ -19,11 +24,13 @@ class TrainConfig:
     data: str = ""  # DATA root holding train/ and val/ (and optionally test/)
     out: str = ""  # RUN folder
     name: str = ""  # model name written into the model file; default: the RUN folder's name
+    recipe: str = "reference"  # reference | classifier; the fields arch..label_smoothing are the classifier's
     arch: str = "mobilenet_v3_small"
     weights: str = "none"  # none | PATH to a local state_dict | a torchvision weights name (needs internet)
     epochs: int = 10
     patience: int = 0  # early stopping: stop after this many epochs without val improvement; 0 = off
-    image_size: tuple[int, int] = (320, 240)  # model input width, height (pixels); the frame is letterboxed
+    image_size: tuple[int, int] | None = None  # model input width, height (pixels); the frame is letterboxed.
+    # None: DEFAULT_IMAGE_SIZE of the recipe (640x480 keeps lettering a few pixels high; 320x240)
     batch_size: int = 16
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -38,7 +45,9 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # free-form notes carried along (e.g. the data audit)
 
     def __post_init__(self) -> None:
-        self.image_size = tuple(int(v) for v in self.image_size)
+        if self.recipe not in RECIPES:
+            raise ValueError(f"Invalid recipe {self.recipe!r}. Only {', '.join(RECIPES)} are supported.")
+        self.image_size = tuple(int(v) for v in (self.image_size or DEFAULT_IMAGE_SIZE[self.recipe]))
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         self.validate()
@@ -56,6 +65,9 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         self.preprocess_spec()  # validates the image size
+        if self.recipe == "reference" and any(side % 16 for side in self.image_size):
+            raise ValueError(f"The reference recipe needs an image size divisible by 16 (its 2x2 pixel and 8x8 "
+                             f"feature cells); got {self.image_size[0]}x{self.image_size[1]}, e.g. use 640x480.")
 
     def preprocess_spec(self) -> PreprocessSpec:
         width, height = self.image_size

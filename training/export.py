@@ -18,7 +18,9 @@ import onnx
 import torch
 from torch import nn
 
+from inference.align import NotRecognised, references_from_json
 from inference.classes import CLASSES
+from inference.images import ImageError, load_image
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
 from inference.predictor import (
@@ -26,7 +28,9 @@ from inference.predictor import (
     HEATMAP_NAME,
     INPUT_NAME,
     LOGITS_NAME,
+    PRODUCT_NAME,
     Predictor,
+    prepare,
 )
 from training.checkpoint import load_checkpoint
 from training.data import PhotoDataset
@@ -40,8 +44,10 @@ class ExportError(RuntimeError):
     """The exported file failed its verification; nothing was written."""
 
 
-def export(model: nn.Module, metadata: ModelMetadata, out: Path, images: np.ndarray, tolerance=TOLERANCE):
-    """Write `out` (atomically) and return the metadata with its version filled in."""
+def export(model: nn.Module, metadata: ModelMetadata, out: Path, images: np.ndarray, tolerance=TOLERANCE,
+           products: np.ndarray | None = None):
+    """Write `out` (atomically) and return the metadata with its version filled in. A reference model
+    (metadata with references) takes each image's product index too."""
     model = model.eval().cpu()
     proto = onnx.load_from_string(_trace(model, metadata))
     metadata = stamp_metadata(proto, metadata)
@@ -49,7 +55,7 @@ def export(model: nn.Module, metadata: ModelMetadata, out: Path, images: np.ndar
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(proto.SerializeToString())
     try:
-        _check_parity(model, tmp, images, tolerance)
+        _check_parity(model, tmp, images, products, tolerance)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -57,19 +63,26 @@ def export(model: nn.Module, metadata: ModelMetadata, out: Path, images: np.ndar
     return metadata
 
 
-def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
+def _graph(model: nn.Module, metadata: ModelMetadata) -> tuple[nn.Module, tuple, list[str]]:
+    """(module whose outputs are logits, heatmap, embedding; example inputs; input names)."""
     spec = metadata.preprocess
-    dummy = torch.zeros(1, 3, spec.height, spec.width)
+    image = torch.zeros(1, 3, spec.height, spec.width)
+    if metadata.references:
+        return model, (image, torch.zeros(1, dtype=torch.int64)), [INPUT_NAME, PRODUCT_NAME]
+    return WithHeatmap(model).eval(), (image,), [INPUT_NAME]
+
+
+def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
+    graph, example, input_names = _graph(model, metadata)
+    names = [*input_names, LOGITS_NAME, HEATMAP_NAME, EMBEDDING_NAME]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of dynamo, which takes ~25x longer for
         # these plain CNNs and needs onnxscript; the graph is verified against torch below either way.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            WithHeatmap(model).eval(), (dummy,), buffer, input_names=[INPUT_NAME],
-            output_names=[LOGITS_NAME, HEATMAP_NAME, EMBEDDING_NAME],
-            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, LOGITS_NAME, HEATMAP_NAME, EMBEDDING_NAME)},
-            opset_version=OPSET, dynamo=False,
+            graph, example, buffer, input_names=input_names, output_names=names[len(input_names):],
+            dynamic_axes={name: {0: "batch"} for name in names}, opset_version=OPSET, dynamo=False,
         )
     return buffer.getvalue()
 
@@ -89,13 +102,17 @@ def _set_props(proto: onnx.ModelProto, props: dict[str, str]) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def _check_parity(model: nn.Module, path: Path, images: np.ndarray, tolerance: float) -> None:
+def _check_parity(model: nn.Module, path: Path, images: np.ndarray, products: np.ndarray | None,
+                  tolerance: float) -> None:
     if len(images) == 0:
         raise ExportError("No images to verify the export on.")
     predictor = Predictor(path)  # also proves the metadata is complete and the signature right
     with torch.no_grad():
-        expected = model(torch.from_numpy(images)).numpy()
-    got = predictor.logits(images)
+        if predictor.aligns:
+            expected = model(torch.from_numpy(images), torch.from_numpy(np.asarray(products, np.int64)))[0].numpy()
+        else:
+            expected = model(torch.from_numpy(images)).numpy()
+    got = predictor.logits(images, products)
     worst = float(np.abs(got - expected).max())
     if not worst <= tolerance:
         raise ExportError(f"onnxruntime and torch disagree by {worst:.2e} on the logits (tolerance {tolerance:.0e}).")
@@ -112,15 +129,30 @@ def metadata_from_checkpoint(checkpoint: dict, config) -> ModelMetadata:
         temperature=float(calibration["temperature"]),
         train_config=config.to_dict(),
         metrics=dict(checkpoint.get("metrics") or {}),
+        references=tuple(references_from_json(checkpoint["references"])) if checkpoint.get("references") else (),
     )
 
 
-def verification_images(samples: list[Sample], spec, count: int = 8) -> np.ndarray:
-    """A few real photos (both classes when available), preprocessed as in serving."""
+def verification_images(samples: list[Sample], metadata: ModelMetadata,
+                        count: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A few real photos (both classes when available), prepared as in serving -> (arrays, products)."""
     by_label = [s for s in samples if s.label == 0][: count // 2] + [s for s in samples if s.label == 1][: count // 2]
     chosen = by_label or samples[:count]
-    dataset = PhotoDataset(chosen, spec)
-    return np.stack([dataset[i][0].numpy() for i in range(len(dataset))])
+    if not metadata.references:
+        dataset = PhotoDataset(chosen, metadata.preprocess)
+        return np.stack([dataset[i][0].numpy() for i in range(len(dataset))]), np.zeros(len(dataset), np.int64)
+    prepared = []
+    for sample in chosen + [s for s in samples if s not in chosen]:  # unrecognised photos test no graph
+        try:
+            image = load_image(sample.path.read_bytes(), draft_to=metadata.preprocess.size).image
+            prepared.append(prepare(image, metadata.preprocess, metadata.references))
+        except (ImageError, NotRecognised):
+            continue
+        if len(prepared) == count:
+            break
+    if not prepared:
+        raise ExportError("None of the verification photos shows one of the model's products: pass --images DIR.")
+    return np.stack([p.array for p in prepared]), np.array([p.product for p in prepared], np.int64)
 
 
 def export_checkpoint(checkpoint_path: Path, out: Path, images_root: Path | None = None) -> ModelMetadata:
@@ -130,8 +162,9 @@ def export_checkpoint(checkpoint_path: Path, out: Path, images_root: Path | None
     samples = _samples_under(root)
     if not samples:
         raise ExportError(f"No images found under {root} to verify the export on: pass --images DIR.")
-    images = verification_images(samples, config.preprocess_spec())
-    return export(model, metadata_from_checkpoint(checkpoint, config), out, images)
+    metadata = metadata_from_checkpoint(checkpoint, config)
+    images, products = verification_images(samples, metadata)
+    return export(model, metadata, out, images, products=products)
 
 
 def _samples_under(root: Path) -> list[Sample]:

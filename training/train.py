@@ -158,6 +158,12 @@ def is_better(metrics: dict, best: dict | None) -> bool:
 
 def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dict:
     """Train, keep the best epoch, export. With resume, continue RUN/last.pt. Raises ValueError on bad input."""
+    if config.recipe == "reference":
+        from training.reference import fit_reference  # no epochs: nothing to resume or distribute
+
+        if resume:
+            raise ValueError("The reference recipe has no epochs to resume: run it again (about a minute).")
+        return fit_reference(config, progress)
     process = distributed.setup(config.device)
     progress = progress and process.is_main
     out = Path(config.out)
@@ -194,7 +200,7 @@ def resume_config(run: Path, epochs: int | None = None) -> TrainConfig:
     values = torch.load(last, map_location="cpu", weights_only=True)["config"]
     if epochs is not None:
         values["epochs"] = epochs
-    return TrainConfig.from_dict({**values, "out": str(run)})
+    return TrainConfig.from_dict({"recipe": "classifier", **values, "out": str(run)})  # older runs name none
 
 
 def restore_run(loop: Loop, last: Path) -> tuple[int, dict | None]:

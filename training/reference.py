@@ -1,0 +1,190 @@
+"""The reference recipe, the default of `counterfeit train`: fit per-product statistics of registered
+genuine photos (training/reference_model.py), calibrate on val, export. About a minute on 2 CPU cores
+for 500 photos; no epochs, no gradient.
+
+1. References: the first train genuine of each product line, letterboxed to the model input. Only its
+   keypoints on the steady print are kept (where that product's registered genuines agree): keypoints
+   on the background would attract photos of other products.
+2. Every train genuine is registered as serving registers it (inference.predictor.prepare); one that
+   lands on another product, or on none, is left out and counted.
+3. Statistics per product (streamed, so memory does not grow with the data), then val: the fused score
+   is standardised on the val genuines and mapped to a logit (logistic fit on val), and temperature and
+   thresholds are fitted on val exactly as for the classifier.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from inference.align import NotRecognised, Reference, keypoints, letterbox, references_to_json, register, warp
+from inference.calibration import calibrate
+from inference.images import load_image
+from inference.layout import DataError, Sample, list_split
+from inference.metrics import roc_auc
+from inference.predictor import Prepared, prepare, softmax_scores
+from training.checkpoint import save_checkpoint
+from training.config import TrainConfig
+from training.export import export_checkpoint
+from training.reference_model import FEATURE_EPS, PIXEL_EPS, PIXEL_POOL, ReferenceModel
+
+MASK_PHOTOS = 30  # registered genuines per product that decide where its print is steady
+STEADY_QUANTILE = 0.5  # keypoints and the light level are read where the spread is below its median
+SCORED_QUANTILE = 0.6  # scores are read where the spread is in its lowest 60%: the print, not the edges
+BATCH = 8
+
+
+def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
+    """`counterfeit train` with recipe 'reference'. Raises ValueError (DataError) on unusable data."""
+    torch.manual_seed(config.seed)
+    out, spec = Path(config.out), config.preprocess_spec()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    genuines = _genuines_by_product(list_split(config.data, "train"), spec, progress)
+    references = [_reference(product, frames) for product, frames in genuines.items()]
+    model = ReferenceModel(len(references), config.image_size, spec.mean, spec.std)
+    left_out = _fit_statistics(model, genuines, references, spec, progress)
+    val, val_left_out = _prepared(list_split(config.data, "val"), spec, references, progress)
+    calibration, metrics = _calibrate(model, val, config.target_precision)
+    metrics.update(train_genuines_left_out=left_out, val_not_recognised=val_left_out)
+    save_checkpoint(out / "checkpoint.pt", model, config, references=references_to_json(references),
+                    calibration=calibration, metrics=metrics)
+    (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, **metrics}) + "\n")
+    metadata = export_checkpoint(out / "checkpoint.pt", out / "model.onnx")
+    return {"best": {"epoch": 1, **metrics}, "model": str(out / "model.onnx"), "version": metadata.version}
+
+
+def _decode(sample: Sample, spec) -> Image.Image:
+    """As the Predictor decodes (JPEGs at reduced scale, no smaller than the model input)."""
+    return load_image(sample.path.read_bytes(), draft_to=spec.size).image
+
+
+def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[str, list[Image.Image]]:
+    """Train genuines letterboxed to the model input (registration works in that frame), by product."""
+    found: dict[str, list[Image.Image]] = {}
+    for sample in tqdm(samples, desc="decode train genuines", disable=not progress, leave=False):
+        if sample.label == 0:
+            found.setdefault(sample.product, []).append(letterbox(_decode(sample, spec), spec))
+    if not found:
+        raise DataError("The train split has no genuine photos: the reference recipe learns from genuines.")
+    return dict(sorted(found.items()))
+
+
+def _reference(product: str, frames: list[Image.Image]) -> Reference:
+    """The first frame's keypoints, kept only on the print that the product's genuines share."""
+    points, descriptors = keypoints(frames[0])
+    draft = Reference(product, points, descriptors)
+    warped = []
+    for frame in frames[1 : MASK_PHOTOS + 1]:
+        found = register(frame, [draft])
+        if found is not None:
+            warped.append(np.asarray(warp(frame, found.homography), np.float32).mean(2))
+    if len(warped) < 2:
+        return draft
+    steady = _block_mean(np.stack(warped).std(0), 8)  # 8x8-pixel cells: a keypoint's neighbourhood
+    steady = steady <= np.quantile(steady, STEADY_QUANTILE)
+    column = np.clip(points[:, 0].astype(int) // 8, 0, steady.shape[1] - 1)
+    row = np.clip(points[:, 1].astype(int) // 8, 0, steady.shape[0] - 1)
+    keep = steady[row, column]
+    return Reference(product, points[keep], descriptors[keep])
+
+
+def _block_mean(values: np.ndarray, block: int) -> np.ndarray:
+    rows, columns = values.shape[0] // block, values.shape[1] // block
+    return values[: rows * block, : columns * block].reshape(rows, block, columns, block).mean((1, 3))
+
+
+@torch.no_grad()
+def _fit_statistics(model: ReferenceModel, genuines: dict[str, list[Image.Image]], references: list[Reference],
+                    spec, progress: bool) -> int:
+    """Fill each product's statistics from its registered train genuines; -> how many were left out."""
+    left_out = 0
+    for index, (product, frames) in enumerate(tqdm(genuines.items(), desc="fit products", disable=not progress,
+                                                   leave=False)):
+        registered = []
+        for frame in frames:
+            try:
+                prepared = prepare(frame, spec, references)
+            except NotRecognised:
+                prepared = None
+            if prepared is None or prepared.product != index:  # unregistrable, or taken for another product
+                left_out += 1
+                continue
+            registered.append(torch.from_numpy(prepared.array))
+        if len(registered) < 2:
+            raise DataError(f"Only {len(registered)} train genuine photo(s) of product line {product or '(none)'!r} "
+                            "could be registered to its reference; the reference recipe needs at least 2 photos of "
+                            "the front of the package, filling most of the frame.")
+        _product_statistics(model, index, torch.stack(registered))
+    return left_out
+
+
+def _product_statistics(model: ReferenceModel, index: int, images: torch.Tensor) -> None:
+    rgb = model.rgb(images)
+    small = F.avg_pool2d(rgb, PIXEL_POOL)
+    spread = small.std(0).mean(0)
+    model.gain_mask[index] = (spread < spread.median()).float()
+    model.scored[index] = (spread <= torch.quantile(spread.flatten(), SCORED_QUANTILE)).float()
+    model.light[index] = (small.mean(0) * model.gain_mask[index]).sum((1, 2)) / model.gain_mask[index].sum()
+    relit = model.relit(rgb, torch.full((len(images),), index))
+    features = torch.cat([model.features(relit[start : start + BATCH]) for start in range(0, len(relit), BATCH)])
+    model.feature_mean[index], model.feature_std[index] = features.mean(0), features.std(0) + FEATURE_EPS
+    pixels = F.avg_pool2d(relit, PIXEL_POOL)
+    model.pixel_mean[index], model.pixel_std[index] = pixels.mean(0), pixels.std(0) + PIXEL_EPS
+
+
+def _prepared(samples: list[Sample], spec, references: list[Reference],
+              progress: bool) -> tuple[list[tuple[Prepared, int]], int]:
+    """Val photos as serving prepares them, with labels; -> (those recognised, how many were not)."""
+    prepared, not_recognised = [], 0
+    for sample in tqdm(samples, desc="register val", disable=not progress, leave=False):
+        try:
+            prepared.append((prepare(_decode(sample, spec), spec, references), sample.label))
+        except NotRecognised:
+            not_recognised += 1
+    return prepared, not_recognised
+
+
+@torch.no_grad()
+def _calibrate(model: ReferenceModel, val: list[tuple[Prepared, int]], target_precision: float) -> tuple[dict, dict]:
+    """Standardise the fused score on the val genuines, map it to a logit, fit temperature and thresholds."""
+    labels = np.array([label for _, label in val])
+    if (labels == 0).sum() < 2 or (labels == 1).sum() < 1:
+        raise DataError("The reference recipe calibrates on val: it needs at least 2 recognised genuine and 1 "
+                        f"counterfeit val photos; it has {(labels == 0).sum()} and {(labels == 1).sum()}.")
+    raw = torch.cat([model.raw_scores(torch.from_numpy(np.stack([p.array for p, _ in val[i : i + BATCH]])),
+                                      torch.tensor([p.product for p, _ in val[i : i + BATCH]]))
+                     for i in range(0, len(val), BATCH)])
+    genuine = raw[torch.from_numpy(labels == 0)]
+    model.centre.copy_(genuine.mean(0))
+    model.spread.copy_(genuine.std(0) + 1e-6)
+    fused = ((raw - model.centre) / model.spread).amax(1).numpy().astype(np.float64)
+    scale, shift = logistic_fit(fused, labels)
+    model.scale.fill_(scale)
+    model.shift.fill_(shift)
+    half = (scale * fused + shift) / 2
+    logits = np.stack([-half, half], 1)  # what the graph computes (training/reference_model.py)
+    temperature, thresholds = calibrate(logits, labels, target_precision)
+    scores = softmax_scores(logits, temperature, 1)
+    metrics = {"roc_auc": roc_auc(scores, labels), "accuracy": float(((scores >= 0.5) == labels).mean()),
+               "loss": float(-np.mean(np.log(np.where(labels == 1, scores, 1 - scores).clip(1e-12)))),
+               "val_n": int(len(labels))}
+    return {"temperature": temperature, "low": thresholds.low, "high": thresholds.high}, metrics
+
+
+def logistic_fit(x: np.ndarray, labels: np.ndarray, steps: int = 50, ridge: float = 1e-3) -> tuple[float, float]:
+    """(a, b) maximising the likelihood of P(counterfeit) = sigmoid(a x + b): Newton's method, 2 parameters."""
+    design = np.stack([x, np.ones_like(x)], 1)
+    weights = np.zeros(2)
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(design @ weights, -30, 30)))
+        gradient = design.T @ (p - labels) + ridge * weights
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        weights -= np.linalg.solve(hessian, gradient)
+    return float(weights[0]), float(weights[1])

@@ -1,0 +1,84 @@
+"""The reference model: a registered photo compared, location by location, with its product's genuine
+photos, as one exportable graph (issue 3).
+
+Inputs: `image` (N, 3, H, W), a photo already registered into its product's reference frame and
+normalised as the preprocess spec says (inference/align.py, inference/preprocess.py), and `product` (N,)
+int64. Outputs, as the classifier's: `logits` (N, 2), `heatmap` (N, H/8, W/8), `embedding` (N, 152).
+
+Per product it holds statistics of the registered train genuines (no counterfeit is needed to fit them):
+- the per-location mean and spread of frozen Lite0 features and of 2x2-averaged pixels;
+- where the print is steady (`gain_mask`, `scored`) and its average colour there (`light`).
+A photo is first brought to the genuines' light level (a per-channel gain, read on the steady print);
+its score is the largest squared z-score over the scored print, for features and for pixels, each
+standardised on the val genuines (log scale) and fused by max; `scale`/`shift` map it to a logit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.lite0 import FEATURE_CHANNELS, STRIDE, Lite0Features
+
+PIXEL_POOL = 2  # pixel statistics on 2x2 means: a one-pixel registration error matters less
+FEATURE_EPS = 1e-3  # added to feature spreads (units of Lite0 activations)
+PIXEL_EPS = 0.02  # added to pixel spreads (fraction of full scale): JPEG and sensor noise
+
+
+class ReferenceModel(nn.Module):
+    def __init__(self, products: int, image_size: tuple[int, int], mean, std, pretrained: bool = True) -> None:
+        super().__init__()
+        width, height = image_size
+        if width % (STRIDE * PIXEL_POOL) or height % (STRIDE * PIXEL_POOL):
+            raise ValueError(f"The reference recipe needs an image size divisible by {STRIDE * PIXEL_POOL}; "
+                             f"got {width}x{height} (e.g. use 640x480).")
+        self.features = Lite0Features(image_size, pretrained)
+        cells, pixels = (height // STRIDE, width // STRIDE), (height // PIXEL_POOL, width // PIXEL_POOL)
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std).view(1, 3, 1, 1))
+        for name, shape in (("feature_mean", (FEATURE_CHANNELS, *cells)), ("feature_std", (FEATURE_CHANNELS, *cells)),
+                            ("pixel_mean", (3, *pixels)), ("pixel_std", (3, *pixels)), ("gain_mask", pixels),
+                            ("scored", pixels), ("light", (3,))):
+            self.register_buffer(name, torch.ones(products, *shape))
+        self.register_buffer("centre", torch.zeros(2))  # of the val genuines' log scores (features, pixels)
+        self.register_buffer("spread", torch.ones(2))
+        self.register_buffer("scale", torch.ones(()))  # logit = scale * fused + shift (fitted on val)
+        self.register_buffer("shift", torch.zeros(()))
+
+    def rgb(self, image: torch.Tensor) -> torch.Tensor:
+        return image * self.input_std + self.input_mean
+
+    def relit(self, rgb: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+        """Per-channel gain bringing the photo to the genuines' light level on the steady print."""
+        mask = self.gain_mask[product].unsqueeze(1)  # (N, 1, h, w)
+        level = (F.avg_pool2d(rgb, PIXEL_POOL) * mask).sum((2, 3)) / mask.sum((2, 3)).clamp_min(1.0)
+        return rgb * (self.light[product] / (level + 1e-3)).unsqueeze(-1).unsqueeze(-1)
+
+    def z_maps(self, image: torch.Tensor, product: torch.Tensor):
+        """-> (feature z^2 map (N, h8, w8), pixel z^2 map (N, h2, w2), features), both zero off the print."""
+        rgb = self.relit(self.rgb(image), product)
+        features = self.features(rgb)
+        feature_z = (((features - self.feature_mean[product]) / self.feature_std[product]) ** 2).mean(1)
+        cells = F.max_pool2d(self.scored[product].unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)  # (N, h8, w8)
+        pixels = F.avg_pool2d(rgb, PIXEL_POOL)
+        pixel_z = (((pixels - self.pixel_mean[product]) / self.pixel_std[product]) ** 2).mean(1)
+        return feature_z * cells, pixel_z * self.scored[product], features
+
+    def raw_scores(self, image: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+        """(N, 2) log of the largest feature and pixel z^2: what `centre`/`spread` standardise."""
+        feature_z, pixel_z, _ = self.z_maps(image, product)
+        return _log_peaks(feature_z, pixel_z)
+
+    def forward(self, image: torch.Tensor, product: torch.Tensor):
+        feature_z, pixel_z, features = self.z_maps(image, product)
+        fused = ((_log_peaks(feature_z, pixel_z) - self.centre) / self.spread).amax(1)
+        half = (self.scale * fused + self.shift) / 2  # softmax of (-half, half) = sigmoid(logit)
+        pooled = features.mean((2, 3))
+        embedding = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.stack([-half, half], 1), feature_z, embedding
+
+
+def _log_peaks(feature_z: torch.Tensor, pixel_z: torch.Tensor) -> torch.Tensor:
+    peaks = torch.stack([feature_z.flatten(1).amax(1), pixel_z.flatten(1).amax(1)], 1)
+    return torch.log(peaks.clamp_min(1e-6))
