@@ -78,19 +78,20 @@ def keypoints(frame: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     return np.array([k.pt for k in found], np.float32).reshape(-1, 2), descriptors.astype(np.float32)
 
 
-def match(reference: Reference, points: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray | None, int]:
-    """-> (homography reference frame -> photo, inliers), or (None, 0)."""
+def match(reference: Reference, points: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """-> (homography reference frame -> photo or None, indices of the reference keypoints that agree with it)."""
     cv2 = _cv2()
+    none = (None, np.zeros(0, np.int64))
     if len(points) < 4 or len(reference.points) < 4:
-        return None, 0
+        return none
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(reference.descriptors, descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
     if len(good) < 4:
-        return None, 0
-    source = reference.points[[m.queryIdx for m in good]]
-    target = points[[m.trainIdx for m in good]]
-    homography, mask = cv2.findHomography(source, target, cv2.RANSAC, RANSAC_PIXELS)
-    return (None, 0) if homography is None else (homography, int(mask.sum()))
+        return none
+    mine = np.array([m.queryIdx for m in good])
+    homography, mask = cv2.findHomography(reference.points[mine], points[[m.trainIdx for m in good]],
+                                          cv2.RANSAC, RANSAC_PIXELS)
+    return none if homography is None else (homography, mine[mask.ravel().astype(bool)])
 
 
 def register(frame: Image.Image, references: list[Reference]) -> Registration | None:
@@ -98,9 +99,9 @@ def register(frame: Image.Image, references: list[Reference]) -> Registration | 
     points, descriptors = keypoints(frame)
     best = None
     for index, reference in enumerate(references):
-        homography, inliers = match(reference, points, descriptors)
-        if homography is not None and inliers >= MIN_INLIERS and (best is None or inliers > best.inliers):
-            best = Registration(index, homography, inliers)
+        homography, agreeing = match(reference, points, descriptors)
+        if homography is not None and len(agreeing) >= MIN_INLIERS and (best is None or len(agreeing) > best.inliers):
+            best = Registration(index, homography, len(agreeing))
     return best
 
 

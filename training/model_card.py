@@ -26,6 +26,36 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _classifier_lines(meta, config) -> list[str]:
+    return [f"- Architecture: torchvision `{config['arch']}`, weights `{config['weights']}`, 2 classes "
+            f"(`genuine`, `counterfeit`)",
+            f"- Input: {meta.preprocess.width}x{meta.preprocess.height} px, whole frame letterboxed, ImageNet "
+            "normalisation"]
+
+
+def _reference_lines(meta) -> list[str]:
+    products = ", ".join(f"`{r.product}`" for r in meta.references)
+    return ["- Recipe: reference. Each photo is registered (SIFT keypoints, RANSAC homography) to the genuine "
+            f"reference of one of its products ({products}) and compared location by location with that "
+            "product's registered genuine photos: frozen ImageNet EfficientNet-Lite0 features and pixels",
+            f"- Input: {meta.preprocess.width}x{meta.preprocess.height} px in the product's reference frame; a "
+            "photo showing none of the products is answered `retake` (not recognised)"]
+
+
+def _classifier_fit(config, epochs, best) -> list[str]:
+    return [f"- Data: `{config['data']}`; {len(epochs)} epochs, batch {config['batch_size']}, {config['optimizer']} "
+            f"lr {config['lr']}, seed {config['seed']}",
+            f"- Best epoch {best.get('epoch')}: val loss {_fmt(best.get('val_loss'))}, val accuracy "
+            f"{_fmt(best.get('val_accuracy'))}, val ROC-AUC {_fmt(best.get('val_roc_auc'))}"]
+
+
+def _reference_fit(config, best) -> list[str]:
+    return [f"- Data: `{config['data']}`: statistics from the train genuines (counterfeits are not needed), "
+            f"calibrated on val; seed {config['seed']}",
+            f"- Val ROC-AUC {_fmt(best.get('roc_auc'))}, accuracy {_fmt(best.get('accuracy'))}; train genuines "
+            f"left out (not registered) {best.get('train_genuines_left_out')}"]
+
+
 def render(run: Path, purpose: str = "") -> str:
     meta = Predictor(run / "model.onnx").metadata
     config = meta.train_config
@@ -37,17 +67,12 @@ def render(run: Path, purpose: str = "") -> str:
         "",
         *([purpose, ""] if purpose else []),
         "## Model",
-        f"- Architecture: torchvision `{config['arch']}`, weights `{config['weights']}`, 2 classes "
-        f"(`genuine`, `counterfeit`)",
-        f"- Input: {meta.preprocess.width}x{meta.preprocess.height} px, whole frame letterboxed, ImageNet normalisation",
+        *(_reference_lines(meta) if meta.references else _classifier_lines(meta, config)),
         f"- Calibration: temperature {meta.temperature:.3f}; thresholds low {meta.thresholds.low:.4f}, "
         f"high {meta.thresholds.high:.4f} (target precision {config['target_precision']} per class on val)",
         "",
         "## Training",
-        f"- Data: `{config['data']}`; {len(epochs)} epochs, batch {config['batch_size']}, {config['optimizer']} "
-        f"lr {config['lr']}, seed {config['seed']}",
-        f"- Best epoch {best.get('epoch')}: val loss {_fmt(best.get('val_loss'))}, val accuracy "
-        f"{_fmt(best.get('val_accuracy'))}, val ROC-AUC {_fmt(best.get('val_roc_auc'))}",
+        *(_reference_fit(config, best) if meta.references else _classifier_fit(config, epochs, best)),
         "",
         f"## Measured on the held-out test split (n = {report['n']})",
         "| metric | value |",

@@ -23,19 +23,20 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from inference.align import NotRecognised, Reference, keypoints, letterbox, references_to_json, register, warp
+from inference.align import MIN_INLIERS, NotRecognised, Reference, keypoints, match, references_to_json
 from inference.calibration import calibrate
 from inference.images import load_image
 from inference.layout import DataError, Sample, list_split
 from inference.metrics import roc_auc
 from inference.predictor import Prepared, prepare, softmax_scores
+from inference.preprocess import letterbox
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.export import export_checkpoint
 from training.reference_model import FEATURE_EPS, PIXEL_EPS, PIXEL_POOL, ReferenceModel
 
-MASK_PHOTOS = 30  # registered genuines per product that decide where its print is steady
-STEADY_QUANTILE = 0.5  # keypoints and the light level are read where the spread is below its median
+MASK_PHOTOS = 30  # genuines per product that vote on which reference keypoints lie on the print
+CONFIRMED = 0.2  # a reference keypoint is kept when it is a RANSAC inlier for this share of them
 SCORED_QUANTILE = 0.6  # scores are read where the spread is in its lowest 60%: the print, not the edges
 BATCH = 8
 
@@ -77,27 +78,19 @@ def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[st
 
 
 def _reference(product: str, frames: list[Image.Image]) -> Reference:
-    """The first frame's keypoints, kept only on the print that the product's genuines share."""
+    """The first frame's keypoints that the product's other genuines confirm (RANSAC inliers in at least
+    CONFIRMED of them): print, not background, which would attract photos of other products."""
     points, descriptors = keypoints(frames[0])
     draft = Reference(product, points, descriptors)
-    warped = []
-    for frame in frames[1 : MASK_PHOTOS + 1]:
-        found = register(frame, [draft])
-        if found is not None:
-            warped.append(np.asarray(warp(frame, found.homography), np.float32).mean(2))
-    if len(warped) < 2:
+    confirmed, others = np.zeros(len(points), int), frames[1 : MASK_PHOTOS + 1]
+    for frame in others:
+        homography, agreeing = match(draft, *keypoints(frame))
+        if homography is not None and len(agreeing) >= MIN_INLIERS:
+            confirmed[agreeing] += 1
+    keep = confirmed >= max(1, round(CONFIRMED * len(others)))
+    if keep.sum() < 2 * MIN_INLIERS:  # too few photos to tell print from background: keep them all
         return draft
-    steady = _block_mean(np.stack(warped).std(0), 8)  # 8x8-pixel cells: a keypoint's neighbourhood
-    steady = steady <= np.quantile(steady, STEADY_QUANTILE)
-    column = np.clip(points[:, 0].astype(int) // 8, 0, steady.shape[1] - 1)
-    row = np.clip(points[:, 1].astype(int) // 8, 0, steady.shape[0] - 1)
-    keep = steady[row, column]
     return Reference(product, points[keep], descriptors[keep])
-
-
-def _block_mean(values: np.ndarray, block: int) -> np.ndarray:
-    rows, columns = values.shape[0] // block, values.shape[1] // block
-    return values[: rows * block, : columns * block].reshape(rows, block, columns, block).mean((1, 3))
 
 
 @torch.no_grad()

@@ -1,0 +1,175 @@
+"""The reference recipe: registration to a product's genuine reference, per-location comparison with
+the registered genuines, export, and what serving answers for photos of no known product."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image, ImageDraw
+
+from inference.align import NotRecognised, Reference, align, references_from_json, references_to_json
+from inference.layout import list_split
+from inference.metadata import ModelFileError
+from inference.predictor import Predictor
+from inference.screen import screen_files
+
+SIZE = (320, 240)  # registration needs photos a little larger than the other fixtures' 160x120
+
+
+@pytest.fixture(scope="session")
+def reference_data(tmp_path_factory):
+    from training.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("reference") / "synth"
+    write_dataset(root, seed=2, products=2, n_train=24, n_val=16, n_test=8, holdout=["misspelling"],
+                  image_size=SIZE, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_run(reference_data, tmp_path_factory):
+    from training.config import TrainConfig
+    from training.train import fit
+
+    run = tmp_path_factory.mktemp("runs") / "reference"
+    config = TrainConfig(data=str(reference_data), out=str(run), image_size=SIZE)
+    assert config.recipe == "reference"  # the default
+    return run, fit(config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def reference_predictor(reference_run):
+    return Predictor(reference_run[0] / "model.onnx")
+
+
+def photo(path) -> Image.Image:
+    return Image.open(path).convert("RGB")
+
+
+def test_the_model_file_carries_its_products_references(reference_run, reference_predictor):
+    run, summary = reference_run
+    meta = reference_predictor.metadata
+    assert reference_predictor.aligns and [r.product for r in meta.references] == ["product-a", "product-b"]
+    assert meta.public()["products"] == ["product-a", "product-b"]
+    assert meta.train_config["recipe"] == "reference" and meta.preprocess.size == SIZE
+    assert all(len(r.points) >= 15 and r.descriptors.shape == (len(r.points), 128) for r in meta.references)
+    assert summary["best"]["train_genuines_left_out"] <= 2 and summary["version"] == meta.version
+    assert 0 <= meta.thresholds.low <= meta.thresholds.high <= 1
+
+
+def test_photos_register_to_their_own_product(reference_data, reference_predictor):
+    samples = list_split(reference_data, "test")
+    products = [r.product for r in reference_predictor.metadata.references]
+    found = [products[reference_predictor.prepare(photo(s.path)).product] for s in samples]
+    assert np.mean([f == s.product for f, s in zip(found, samples)]) >= 0.9
+
+
+def test_a_printed_defect_raises_the_score(reference_data, reference_predictor):
+    """Behavioural: the same genuine photo with a patch of its print repainted scores higher."""
+    genuines = [s for s in list_split(reference_data, "test") if s.label == 0][:4]
+    raised = 0
+    for sample in genuines:
+        clean = photo(sample.path)
+        tampered = clean.copy()
+        width, height = clean.size
+        ImageDraw.Draw(tampered).ellipse((width * 0.45, height * 0.4, width * 0.55, height * 0.55), fill=(20, 160, 60))
+        clean_score, tampered_score = (p.score for p in reference_predictor.predict([clean, tampered]))
+        raised += tampered_score > clean_score
+    assert raised >= 3
+
+
+def test_a_photo_of_no_known_product_is_a_retake(reference_predictor, tmp_path):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), np.uint8))
+    with pytest.raises(NotRecognised, match="No known product"):
+        reference_predictor.prepare(noise)
+    noise.save(tmp_path / "noise.jpg")
+    (record,) = screen_files([tmp_path / "noise.jpg"], reference_predictor)
+    assert record["verdict"] == "retake" and record["reason"] == "not_recognised" and "score" not in record
+
+
+def test_the_service_answers_retake_with_the_reason(reference_predictor):
+    from inference.batching import Batcher
+    from inference.service import inspect_photo
+    from inference.settings import Settings
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (240, 320, 3), np.uint8)).save(buffer, "JPEG")
+    batcher = Batcher(max_wait_s=0)
+    try:
+        answer, kept = inspect_photo(buffer.getvalue(), reference_predictor, batcher, Settings())
+    finally:
+        batcher.close()
+    assert answer.verdict == "retake" and answer.score is None and kept.embedding is None
+    assert answer.quality.reasons == ["not_recognised"] and "fills most of the frame" in answer.quality.message
+
+
+def test_evaluate_and_calibrate_use_the_registered_photos(reference_data, reference_run, tmp_path):
+    from inference.evaluate import evaluate_folder
+    from training.calibrate import recalibrate
+
+    run, _ = reference_run
+    metrics = evaluate_folder(reference_data / "test-unseen", Predictor(run / "model.onnx"))
+    assert metrics["n"] == 8 and metrics["retake_rate"] == 0 and 0 <= metrics["roc_auc"] <= 1
+    meta = recalibrate(run / "model.onnx", reference_data / "val", tmp_path / "new.onnx", 0.9)
+    assert Predictor(tmp_path / "new.onnx").aligns and meta.references
+
+
+def test_references_survive_the_model_file_and_corruption_is_refused(reference_run, tmp_path):
+    run, _ = reference_run
+    proto = onnx.load(run / "model.onnx")
+    props = {p.key: p for p in proto.metadata_props}
+    references = references_from_json(json.loads(props["references"].value))
+    again = references_from_json(references_to_json(references))
+    assert all(np.array_equal(a.points, b.points) and np.array_equal(a.descriptors, b.descriptors)
+               for a, b in zip(references, again))
+    broken = json.loads(props["references"].value)
+    broken["counts"][0] += 1
+    props["references"].value = json.dumps(broken)
+    onnx.save(proto, tmp_path / "broken.onnx")
+    with pytest.raises(ModelFileError, match="references"):
+        Predictor(tmp_path / "broken.onnx")
+    proto.metadata_props.remove(props["references"])  # the product input without references
+    onnx.save(proto, tmp_path / "stripped.onnx")
+    with pytest.raises(ModelFileError, match="'product'"):
+        Predictor(tmp_path / "stripped.onnx")
+
+
+def test_registration_inverts_a_known_warp(reference_predictor, reference_data):
+    """A photo rotated by 10 degrees registers to its product and lands back where the original did."""
+    from inference.preprocess import PreprocessSpec
+
+    sample = next(s for s in list_split(reference_data, "val") if s.label == 0)
+    spec: PreprocessSpec = reference_predictor.spec
+    references: list[Reference] = list(reference_predictor.metadata.references)
+    original = photo(sample.path)
+    rotated = original.rotate(10, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+    (frame_a, product_a), (frame_b, product_b) = align(original, references, spec), align(rotated, references, spec)
+    assert product_a == product_b
+    a, b = (np.asarray(f.convert("L"), np.float32)[40:-40, 40:-40] for f in (frame_a, frame_b))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8
+
+
+def test_reference_recipe_settings_are_checked(reference_data, tmp_path, run_cli):
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="divisible by 16"):
+        TrainConfig(image_size=(330, 240))
+    with pytest.raises(ValueError, match="Invalid recipe 'magic'"):
+        TrainConfig(recipe="magic")
+    assert TrainConfig().image_size == (640, 480) and TrainConfig(recipe="classifier").image_size == (320, 240)
+    code, _, err = run_cli("train", reference_data, "--out", tmp_path / "r", "--image-size", "330x240")
+    assert code == 2 and "divisible by 16" in err
+
+
+def test_the_model_card_describes_the_reference_recipe(reference_data, reference_run):
+    from inference.evaluate import evaluate_folder, write_report
+    from training.model_card import render
+
+    run, _ = reference_run
+    write_report(evaluate_folder(reference_data / "test", Predictor(run / "model.onnx")), run / "report")
+    card = render(run)
+    assert "Recipe: reference" in card and "`product-a`, `product-b`" in card and "torchvision" not in card
