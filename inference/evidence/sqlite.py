@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,7 +66,7 @@ class SqliteDatabase(Database):
         # isolation_level=None: no implicit transactions; each read and write says BEGIN itself.
         connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
                                      check_same_thread=False)
-        connection.execute("PRAGMA journal_mode = WAL")
+        _use_wal(connection, self._timeout)
         connection.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
@@ -99,6 +100,20 @@ class SqliteDatabase(Database):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """WAL mode is a property of the file: set once, by the first connection. Switching to it needs a lock
+    that SQLite does not wait for (busy_timeout does not apply), so replicas opening a new database
+    together retry here instead of failing with 'database is locked'."""
+    deadline = time.monotonic() + timeout
+    while connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
