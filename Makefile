@@ -61,7 +61,7 @@ bench: install-dev
 demo-model: install-dev
 	rm -rf $(DEMO_DATA) $(DEMO_RUN)
 	$(BIN)/counterfeit synth $(DEMO_DATA) --seed 0
-	$(BIN)/counterfeit train $(DEMO_DATA) --out $(DEMO_RUN) --recipe classifier --seed 0
+	$(BIN)/counterfeit train $(DEMO_DATA) --out $(DEMO_RUN) --seed 0
 	$(BIN)/counterfeit evaluate $(DEMO_DATA)/test --model $(DEMO_RUN)/model.onnx --report $(DEMO_RUN)/report
 	cp $(DEMO_RUN)/model.onnx inference/demo/model.onnx
 	$(PY) -m training.model_card $(DEMO_RUN) --demo --out inference/demo/MODEL_CARD.md

@@ -1,6 +1,6 @@
 """Benchmark: predictor throughput, onnxruntime vs torch eager, on the same model and the same images.
 
-One torch model (the demo model's architecture and input size) is exported to ONNX in a temporary
+One torch model (the classifier recipe's architecture and input size) is exported to ONNX in a temporary
 folder; both runtimes then score the same preprocessed synth photos, side by side in this one run, at
 batch 1 and 32. Prints images/s and the ratio. Run with `make bench`.
 """
@@ -17,7 +17,6 @@ import torch
 
 from inference.layout import list_split
 from inference.predictor import Predictor
-from inference.settings import DEMO_MODEL
 from training.config import TrainConfig
 from training.export import export, metadata_from_checkpoint, verification_images
 from training.model import build
@@ -34,12 +33,9 @@ def images_per_second(run, batch: np.ndarray, min_seconds: float) -> float:
     return calls * len(batch) / elapsed
 
 
-def demo_config() -> TrainConfig:
-    """The architecture and input size of the committed demo model, or the defaults without one."""
-    if DEMO_MODEL.is_file():
-        values = Predictor(DEMO_MODEL).metadata.train_config
-        return TrainConfig(arch=values["arch"], image_size=tuple(values["image_size"]))
-    return TrainConfig()
+def classifier_config() -> TrainConfig:
+    """The classifier recipe's defaults (mobilenet_v3_small, 320x240): a plain CNN, the same in both runtimes."""
+    return TrainConfig(recipe="classifier")
 
 
 def prepare(workdir: Path, config: TrainConfig, count: int):
@@ -47,10 +43,9 @@ def prepare(workdir: Path, config: TrainConfig, count: int):
     write_dataset(workdir / "data", seed=0, products=2, n_train=2, n_val=count, n_test=2, progress=False)
     torch.manual_seed(0)
     model = build(config.arch).eval()
-    spec = config.preprocess_spec()
-    images = verification_images(list_split(workdir / "data", "val"), spec, count=count)
     checkpoint = {"calibration": {"temperature": 1.0, "low": 0.5, "high": 0.5}}
     metadata = metadata_from_checkpoint(checkpoint, config)
+    images, _ = verification_images(list_split(workdir / "data", "val"), metadata, count=count)
     export(model, metadata, workdir / "model.onnx", images)
     return model, Predictor(workdir / "model.onnx"), images
 
@@ -59,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per measurement")
     args = parser.parse_args()
-    config = demo_config()
+    config = classifier_config()
     # Randomly initialised nets produce denormal activations that slow x86 float math by ~100x in
     # torch (onnxruntime's kernels do not suffer); flushing them keeps the comparison about runtimes.
     torch.set_flush_denormal(True)

@@ -1,10 +1,12 @@
 """Benchmark: the HTTP server under concurrent load vs the bare predictor, side by side in one run.
 
-Starts `counterfeit serve` (the demo model, on loopback) in a subprocess, then for 1, 8 and 32
-concurrent clients posts the same 640x480 synth photo for a fixed number of requests each, and reports
-throughput and p50/p99 latency. The bare predictor (decode + quality + preprocess + predict, one
-thread, no HTTP) is measured on the same photo. Goal: server throughput >= 0.8x the bare predictor's.
-Only loopback is ever contacted; every loop is bounded in count.
+Starts `counterfeit serve` (the demo model unless --model, on loopback) in a subprocess, then for 1, 8
+and 32 concurrent clients posts the same 640x480 synth photo (of a product the demo model knows) for a
+fixed number of requests each, and reports throughput and p50/p99 latency. The bare predictor (decode +
+quality + prepare + predict, one thread, no HTTP) is measured on the same photo. Goal: server throughput
+>= 0.8x the bare predictor's. Only loopback is ever contacted; every loop is bounded in count.
+
+    .venv/bin/python bench/server.py [--requests N] [--model MODEL.onnx --photo PHOTO.jpg]
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 from PIL import Image
 
 from inference.predictor import Predictor
-from inference.preprocess import preprocess
 from inference.quality import check
 from inference.settings import DEMO_MODEL
 from training.synth import write_dataset
@@ -40,9 +42,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, data_dir: Path) -> subprocess.Popen:
+def start_server(port: int, data_dir: Path, model: Path) -> subprocess.Popen:
     env = {**os.environ, "COUNTERFEIT_DATA_DIR": str(data_dir)}  # the evidence of a bench is thrown away
-    process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port),
+                                "--model", str(model)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(600):  # at most 60 s to come up
         try:
@@ -54,24 +57,25 @@ def start_server(port: int, data_dir: Path) -> subprocess.Popen:
     raise RuntimeError("the server did not become ready within 60 s")
 
 
-def bare_rate(photo: bytes, count: int) -> float:
-    predictor = Predictor(DEMO_MODEL)
+def bare_rate(photo: bytes, count: int, model: Path) -> float:
+    predictor = Predictor(model)
     start = time.perf_counter()
     for _ in range(count):
         loaded = predictor.load(photo)
         check(loaded.image, (loaded.width, loaded.height))
-        predictor.scores(preprocess(loaded.image, predictor.spec)[None])
+        prepared = predictor.prepare(loaded.image)
+        predictor.scores(prepared.array[None], np.array([prepared.product]))
     return count / (time.perf_counter() - start)
 
 
-def bare_service_rate(photo: bytes, count: int, data_dir: Path) -> float:
+def bare_service_rate(photo: bytes, count: int, data_dir: Path, model: Path) -> float:
     """The same work as one inspection request, without HTTP: scoring plus the durable evidence record."""
     from inference.batching import Batcher
     from inference.evidence import open_store
     from inference.service import inspect_photo, record_inspection
     from inference.settings import Settings
 
-    settings, predictor = Settings(data_dir=data_dir), Predictor(DEMO_MODEL)
+    settings, predictor = Settings(data_dir=data_dir), Predictor(model)
     batcher, store = Batcher(), open_store(None, data_dir)
     start = time.perf_counter()
     for _ in range(count):
@@ -130,21 +134,28 @@ def print_photo_size_ratio(url: str, photo: bytes, big_photo: bytes, count: int 
           f"ratio {medians['12 MP'] / medians['640x480']:.2f}x (goal <= 2x)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=192, help="requests per concurrency level")
-    args = parser.parse_args()
+def synth_photo() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         write_dataset(Path(tmp) / "d", seed=0, products=1, n_train=2, n_val=2, n_test=2, progress=False)
-        photo = next((Path(tmp) / "d" / "test").rglob("*.jpg")).read_bytes()
+        return next((Path(tmp) / "d" / "test").rglob("*.jpg")).read_bytes()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
+    parser.add_argument("--model", type=Path, default=DEMO_MODEL, help="model file (default: the demo model)")
+    parser.add_argument("--photo", type=Path, help="a 640x480 JPEG the model knows (default: a synth photo)")
+    args = parser.parse_args()
+    photo = args.photo.read_bytes() if args.photo else synth_photo()
     big_photo = phone_jpeg(Image.open(io.BytesIO(photo)))
-    bare = bare_rate(photo, args.requests)
+    bare = bare_rate(photo, args.requests, args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        service = bare_service_rate(photo, args.requests, Path(tmp))
+        service = bare_service_rate(photo, args.requests, Path(tmp), args.model)
     port, evidence = free_port(), tempfile.TemporaryDirectory()
-    server = start_server(port, Path(evidence.name))
+    server = start_server(port, Path(evidence.name), args.model)
     try:
-        print(f"server vs bare predictor: demo model, one 640x480 JPEG, {args.requests} requests per level")
+        print(f"server vs bare predictor: {args.model.name} ({Predictor(args.model).metadata.name}), one 640x480 "
+              f"JPEG, {args.requests} requests per level")
         print(f"  bare predictor (1 thread, no HTTP): {bare:7.1f} img/s")
         print(f"  bare service, + quality gate and durable evidence record (no HTTP): {service:7.1f} img/s")
         print(f"  {'clients':>7}  {'img/s':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'vs bare':>7}  {'vs service':>10}")

@@ -114,14 +114,22 @@ def warp(frame: Image.Image, homography: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def align(image: Image.Image, references: list[Reference], spec: PreprocessSpec) -> tuple[Image.Image, int]:
-    """-> (the photo in its product's reference frame, product index). NotRecognised if none matches."""
+def align(image: Image.Image, references: list[Reference], spec: PreprocessSpec) -> tuple[Image.Image, Registration]:
+    """-> (the photo in its product's reference frame, how it was registered). NotRecognised if none matches."""
     frame = letterbox(image, spec)
     found = register(frame, references)
     if found is None:
         raise NotRecognised("No known product was found in the photo: photograph the front of the package "
                             "so that it fills most of the frame, in focus.")
-    return warp(frame, found.homography), found.product
+    return warp(frame, found.homography), found
+
+
+def to_photo(values: np.ndarray, homography: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map over the reference frame (any resolution) -> the same map over the letterboxed photo of `size`
+    (zero where the reference frame does not reach): where a heatmap's evidence is on the photo itself."""
+    cv2 = _cv2()
+    full = cv2.resize(np.asarray(values, np.float32), size, interpolation=cv2.INTER_LINEAR)
+    return cv2.warpPerspective(full, homography, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
 # --------------------------------------------------------------------------- model-file form

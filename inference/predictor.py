@@ -13,7 +13,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
-from inference.align import Reference, align
+from inference.align import Reference, align, to_photo
 from inference.images import Limits, LoadedImage, load_image
 from inference.metadata import ModelFileError, ModelMetadata, Thresholds
 from inference.preprocess import PreprocessSpec, normalise, preprocess
@@ -32,6 +32,7 @@ class Prepared:
 
     array: np.ndarray  # (3, H, W) float32
     product: int = 0  # reference models: index of the product it was registered to
+    homography: np.ndarray | None = None  # reference models: reference frame -> letterboxed photo (3, 3)
 
 
 def prepare(image: Image.Image, spec: PreprocessSpec, references: Sequence[Reference] = ()) -> Prepared:
@@ -39,8 +40,8 @@ def prepare(image: Image.Image, spec: PreprocessSpec, references: Sequence[Refer
     normalised; with references, first registered into its product's reference frame."""
     if not references:
         return Prepared(preprocess(image, spec))
-    frame, product = align(image, list(references), spec)
-    return Prepared(normalise(frame, spec), product)
+    frame, registration = align(image, list(references), spec)
+    return Prepared(normalise(frame, spec), registration.product, registration.homography)
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,16 @@ class Predictor:
         return HEATMAP_NAME in self.outputs
 
     def explain(self, prepared: Prepared) -> tuple[float, bytes, np.ndarray | None]:
-        """(calibrated score, heatmap PNG, embedding or None) for one prepared photo. A reference model's
-        heatmap is in its product's reference frame."""
+        """(calibrated score, heatmap PNG over the letterboxed photo, embedding or None) for one prepared
+        photo. A reference model's heatmap is computed in its product's frame and mapped back onto the photo."""
         if not self.has_heatmap:
             raise ModelFileError(f"{self.path.name} has no '{HEATMAP_NAME}' output: re-export it to get heatmaps.")
         names = [LOGITS_NAME, HEATMAP_NAME] + ([EMBEDDING_NAME] if self.has_embedding else [])
         logits, heatmap, *embedding = self.session.run(names, self._feeds(prepared.array[None], [prepared.product]))
         score = float(softmax_scores(logits, self.metadata.temperature, self._counterfeit_index)[0])
-        return score, heatmap_png(heatmap[0], self.spec.size), embedding[0][0] if embedding else None
+        where = heatmap[0] if prepared.homography is None else to_photo(heatmap[0], prepared.homography,
+                                                                           self.spec.size)
+        return score, heatmap_png(where, self.spec.size), embedding[0][0] if embedding else None
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:

@@ -123,12 +123,11 @@ def test_a_record_keeps_the_photo_as_received_and_what_was_said(store, backend, 
     assert list(path.parent.iterdir()) == [path]  # content-addressed: stored once, no leftovers
 
 
-def test_it_records_what_the_service_answered(store, photo):
+def test_it_records_what_the_service_answered(store, photo, predictor):
     from inference.batching import Batcher
-    from inference.predictor import Predictor
     from inference.settings import Settings
 
-    predictor, batcher = Predictor(REPO / "inference" / "demo" / "model.onnx"), Batcher(max_wait_s=0)
+    batcher = Batcher(max_wait_s=0)
     try:
         _record_service_answers(store, photo, predictor, batcher, Settings(quality_min_side=96))
     finally:

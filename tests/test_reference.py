@@ -82,6 +82,19 @@ def test_a_printed_defect_raises_the_score(reference_data, reference_predictor):
     assert raised >= 3
 
 
+def test_the_heatmap_points_at_the_defect_on_the_photo_itself(reference_data, reference_predictor):
+    """The comparison happens in the product's frame; the heatmap is mapped back onto the photo."""
+    sample = next(s for s in list_split(reference_data, "test") if s.label == 0)
+    tampered = photo(sample.path)
+    box = (140, 100, 172, 124)  # on the package, which fills the middle of these synth photos
+    ImageDraw.Draw(tampered).rectangle(box, fill=(230, 20, 200))
+    _, png, _ = reference_predictor.explain(reference_predictor.prepare(tampered))
+    alpha = np.asarray(Image.open(io.BytesIO(png)))[..., 3].astype(float)
+    assert alpha.shape == (240, 320)
+    inside = alpha[box[1]:box[3], box[0]:box[2]].mean()
+    assert inside > 2 * alpha.mean() and inside > 50
+
+
 def test_a_photo_of_no_known_product_is_a_retake(reference_predictor, tmp_path):
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), np.uint8))
     with pytest.raises(NotRecognised, match="No known product"):
@@ -147,8 +160,8 @@ def test_registration_inverts_a_known_warp(reference_predictor, reference_data):
     references: list[Reference] = list(reference_predictor.metadata.references)
     original = photo(sample.path)
     rotated = original.rotate(10, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
-    (frame_a, product_a), (frame_b, product_b) = align(original, references, spec), align(rotated, references, spec)
-    assert product_a == product_b
+    (frame_a, found_a), (frame_b, found_b) = align(original, references, spec), align(rotated, references, spec)
+    assert found_a.product == found_b.product and found_a.inliers >= 15
     a, b = (np.asarray(f.convert("L"), np.float32)[40:-40, 40:-40] for f in (frame_a, frame_b))
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8
 

@@ -44,7 +44,8 @@ def test_default_server_serves_the_demo_model(server, tmp_path):
     from training.synth import write_dataset
 
     assert DEMO_MODEL.is_file(), "the demo model must be committed: make demo-model"
-    write_dataset(tmp_path / "photos", seed=5, products=1, n_train=2, n_val=2, n_test=2, progress=False)
+    # The demo model knows the products of `counterfeit synth --seed 0`: a new photo of its first one.
+    write_dataset(tmp_path / "photos", seed=0, products=1, n_train=2, n_val=2, n_test=2, progress=False)
     photo = next((tmp_path / "photos" / "test" / "genuine").rglob("*.jpg"))  # a 640x480 phone-like photo
     answer = httpx.post(f"{server}/v1/inspections", files={"image": ("p.jpg", photo.read_bytes(), "image/jpeg")})
     assert answer.status_code == 200, answer.text

@@ -37,10 +37,13 @@ class ReferenceModel(nn.Module):
         cells, pixels = (height // STRIDE, width // STRIDE), (height // PIXEL_POOL, width // PIXEL_POOL)
         self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("input_std", torch.tensor(std).view(1, 3, 1, 1))
+        # The per-location statistics are kept in float16: they are estimates from a few hundred photos
+        # (3 significant digits are plenty), and the model file halves (15 MB for 3 products at 640x480).
         for name, shape in (("feature_mean", (FEATURE_CHANNELS, *cells)), ("feature_std", (FEATURE_CHANNELS, *cells)),
                             ("pixel_mean", (3, *pixels)), ("pixel_std", (3, *pixels)), ("gain_mask", pixels),
-                            ("scored", pixels), ("light", (3,))):
-            self.register_buffer(name, torch.ones(products, *shape))
+                            ("scored", pixels)):
+            self.register_buffer(name, torch.ones(products, *shape, dtype=torch.float16))
+        self.register_buffer("light", torch.ones(products, 3))
         self.register_buffer("centre", torch.zeros(2))  # of the val genuines' log scores (features, pixels)
         self.register_buffer("spread", torch.ones(2))
         self.register_buffer("scale", torch.ones(()))  # logit = scale * fused + shift (fitted on val)
@@ -51,7 +54,7 @@ class ReferenceModel(nn.Module):
 
     def relit(self, rgb: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
         """Per-channel gain bringing the photo to the genuines' light level on the steady print."""
-        mask = self.gain_mask[product].unsqueeze(1)  # (N, 1, h, w)
+        mask = self.gain_mask[product].float().unsqueeze(1)  # (N, 1, h, w)
         level = (F.avg_pool2d(rgb, PIXEL_POOL) * mask).sum((2, 3)) / mask.sum((2, 3)).clamp_min(1.0)
         return rgb * (self.light[product] / (level + 1e-3)).unsqueeze(-1).unsqueeze(-1)
 
@@ -59,11 +62,12 @@ class ReferenceModel(nn.Module):
         """-> (feature z^2 map (N, h8, w8), pixel z^2 map (N, h2, w2), features), both zero off the print."""
         rgb = self.relit(self.rgb(image), product)
         features = self.features(rgb)
-        feature_z = (((features - self.feature_mean[product]) / self.feature_std[product]) ** 2).mean(1)
-        cells = F.max_pool2d(self.scored[product].unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)  # (N, h8, w8)
+        feature_z = (((features - self.feature_mean[product].float()) / self.feature_std[product].float()) ** 2).mean(1)
+        scored = self.scored[product].float()
+        cells = F.max_pool2d(scored.unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)  # (N, h8, w8)
         pixels = F.avg_pool2d(rgb, PIXEL_POOL)
-        pixel_z = (((pixels - self.pixel_mean[product]) / self.pixel_std[product]) ** 2).mean(1)
-        return feature_z * cells, pixel_z * self.scored[product], features
+        pixel_z = (((pixels - self.pixel_mean[product].float()) / self.pixel_std[product].float()) ** 2).mean(1)
+        return feature_z * cells, pixel_z * scored, features
 
     def raw_scores(self, image: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
         """(N, 2) log of the largest feature and pixel z^2: what `centre`/`spread` standardise."""
