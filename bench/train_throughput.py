@@ -39,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         write_dataset(Path(tmp) / "data", seed=0, products=2, n_train=args.images, n_val=8, n_test=2, progress=False)
-        config = TrainConfig(data=str(Path(tmp) / "data"), out=str(Path(tmp) / "run"), workers=args.workers)
+        config = TrainConfig(data=str(Path(tmp) / "data"), out=str(Path(tmp) / "run"), recipe="classifier",
+                             workers=args.workers)
         loop = make_loop(config, Process(), progress=False)
         start = time.perf_counter()
         train_one_epoch(loop.model, loop.criterion, loop.optimizer, loop.train_loader, torch.device("cpu"))
