@@ -186,3 +186,15 @@ def test_the_model_card_describes_the_reference_recipe(reference_data, reference
     write_report(evaluate_folder(reference_data / "test", Predictor(run / "model.onnx")), run / "report")
     card = render(run)
     assert "Recipe: reference" in card and "`product-a`, `product-b`" in card and "torchvision" not in card
+
+
+def test_the_fit_is_deterministic(reference_data, reference_run, tmp_path):
+    from training.config import TrainConfig
+    from training.train import fit
+
+    import torch
+
+    fit(TrainConfig(data=str(reference_data), out=str(tmp_path / "again"), image_size=SIZE), progress=False)
+    first, again = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (reference_run[0], tmp_path / "again"))
+    assert first["references"] == again["references"] and first["calibration"] == again["calibration"]
+    assert all(torch.equal(first["model"][key], again["model"][key]) for key in first["model"])

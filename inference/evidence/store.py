@@ -102,7 +102,8 @@ class EvidenceStore:
         """Store the photo as received and what was said about it; durable when it returns.
 
         `decoded`: the photo as the caller already decoded it (saves decoding it again to fingerprint it);
-        `embedding`: the model's embedding of it, committed in the same transaction as the record.
+        `embedding`: the model's embedding of it, committed in the same transaction as the record (left out,
+        with a warning, when its size differs from the embeddings already stored: the record matters more).
         ValueError (inference.images.ImageError for a photo that cannot be decoded) for bad input,
         StoreUnavailable when the disk or database cannot take it (nothing is left half-written)."""
         fields = checked(kind=kind, subject=subject, verdict=verdict, score=score, thresholds=thresholds,
@@ -137,7 +138,7 @@ class EvidenceStore:
             tx.run("INSERT INTO fingerprints (record_seq, phashes, thumbnail) VALUES (?, ?, ?)",
                    (record.seq, phashes_text(facts.phashes), facts.thumbnail))
             _advance_head(tx, record.seq, record.record_hash)
-            if embedding is not None:
+            if embedding is not None and _fits(tx, embedding):
                 _insert_embedding(tx, record.seq, embedding)
         return record
 
@@ -336,6 +337,17 @@ class _ImageFolder:
 
 def _advance_head(tx: Tx, seq: int, record_hash: str) -> None:
     tx.run("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq, record_hash))
+
+
+def _fits(tx: Tx, vector: np.ndarray) -> bool:
+    """Whether the embedding has the size of those stored. After a switch to a model with other embeddings
+    the evidence is still kept, without it: similar() then finds the record by its photo hash only."""
+    stored = tx.one("SELECT dim FROM embeddings LIMIT 1")
+    if stored is None or stored[0] == np.asarray(vector).size:
+        return True
+    log.warning("embedding of %d values not stored: this evidence store holds %d-value embeddings (from an "
+                "earlier model)", np.asarray(vector).size, stored[0])
+    return False
 
 
 def _insert_embedding(tx: Tx, record_seq: int, vector: np.ndarray) -> None:
