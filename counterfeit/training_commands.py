@@ -38,14 +38,20 @@ def cmd_synth(args) -> int:
 def train_config_from_args(args, config_module):
     """TrainConfig from --config (if any), then explicit flags on top."""
     base = config_module.TrainConfig.from_toml(args.config).to_dict() if args.config else {}
-    flags = {"recipe": args.recipe, "arch": args.arch, "weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size,
-             "lr": args.lr, "target_precision": args.target_precision, "workers": args.workers,
-             "device": args.device, "seed": args.seed, "patience": args.patience}
-    base.update({k: v for k, v in flags.items() if v is not None})
+    flags = {"recipe": args.recipe, "target_precision": args.target_precision, "seed": args.seed}
+    classifier_flags = {"arch": args.arch, "weights": args.weights, "epochs": args.epochs,
+                        "batch_size": args.batch_size, "lr": args.lr, "workers": args.workers, "device": args.device,
+                        "patience": args.patience}
+    base.update({k: v for k, v in {**flags, **classifier_flags}.items() if v is not None})
     if args.image_size:
         base["image_size"] = config_module.parse_image_size(args.image_size)
     base.update(data=str(args.data), out=str(args.out))
-    return config_module.TrainConfig.from_dict(base)
+    config = config_module.TrainConfig.from_dict(base)
+    ignored = [f"--{k.replace('_', '-')}" for k, v in classifier_flags.items() if v is not None]
+    if config.recipe == "reference" and ignored:
+        print(f"note: {', '.join(ignored)} only apply to --recipe classifier; the reference recipe has no "
+              "epochs or network to train", file=sys.stderr)
+    return config
 
 
 def print_findings(findings, stream=None) -> None:

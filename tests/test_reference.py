@@ -198,3 +198,10 @@ def test_the_fit_is_deterministic(reference_data, reference_run, tmp_path):
     first, again = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (reference_run[0], tmp_path / "again"))
     assert first["references"] == again["references"] and first["calibration"] == again["calibration"]
     assert all(torch.equal(first["model"][key], again["model"][key]) for key in first["model"])
+
+
+def test_classifier_options_are_named_when_the_reference_recipe_ignores_them(reference_data, tmp_path, run_cli):
+    code, _, err = run_cli("train", reference_data, "--out", tmp_path / "r", "--image-size", "320x240",
+                           "--epochs", "5", "--lr", "0.01")
+    assert code == 0 and "note: --epochs, --lr only apply to --recipe classifier" in err
+    assert "reference model fitted: val ROC-AUC" in err and (tmp_path / "r" / "model.onnx").is_file()

@@ -39,7 +39,8 @@ const VERDICTS = {
     advice: "The photo is too poor to judge. Take it again.",
   },
 };
-const REASONS = { too_small: "Too small", blurry: "Blurry", too_dark: "Too dark", overexposed: "Too bright" };
+const REASONS = { too_small: "Too small", blurry: "Blurry", too_dark: "Too dark", overexposed: "Too bright",
+  not_recognised: "Not one of the model's products" };
 const OUTCOME_WORDS = { genuine: "Genuine", counterfeit: "Counterfeit", unknown: "Unknown" };
 
 const $ = (id) => document.getElementById(id);
