@@ -39,6 +39,7 @@ from training.reference_model import FEATURE_EPS, PIXEL_EPS, PIXEL_POOL, Referen
 
 MASK_PHOTOS = 30  # genuines per product that vote on which reference keypoints lie on the print
 CONFIRMED = 0.2  # a reference keypoint is kept when it is a RANSAC inlier for this share of them
+CANDIDATES = 15  # the reference is the best-confirmed of a product's first few train genuines
 SCORED_QUANTILE = 0.6  # scores are read where the spread is in its lowest 60%: the print, not the edges
 BATCH = 8
 
@@ -80,19 +81,27 @@ def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[st
 
 
 def _reference(product: str, frames: list[Image.Image]) -> Reference:
-    """The first frame's keypoints that the product's other genuines confirm (RANSAC inliers in at least
-    CONFIRMED of them): print, not background, which would attract photos of other products."""
-    points, descriptors = keypoints(frames[0])
-    draft = Reference(product, points, descriptors)
-    confirmed, others = np.zeros(len(points), int), frames[1 : MASK_PHOTOS + 1]
-    for frame in others:
-        homography, agreeing = match(draft, *keypoints(frame))
-        if homography is not None and len(agreeing) >= MIN_INLIERS:
-            confirmed[agreeing] += 1
-    keep = confirmed >= max(1, round(CONFIRMED * len(others)))
-    if keep.sum() < 2 * MIN_INLIERS:  # too few photos to tell print from background: keep them all
-        return draft
-    return Reference(product, points[keep], descriptors[keep])
+    """Of the first CANDIDATES frames, the one whose keypoints the product's other genuines confirm most
+    (RANSAC inliers in at least CONFIRMED of them), with only those keypoints: print, not background,
+    which would attract photos of other products."""
+    described = [keypoints(frame) for frame in frames[: MASK_PHOTOS + 1]]
+    best = None
+    for index in range(min(CANDIDATES, len(described))):
+        points, descriptors = described[index]
+        draft = Reference(product, points, descriptors)
+        others = described[:index] + described[index + 1 :]
+        confirmed = np.zeros(len(points), int)
+        for other in others:
+            homography, agreeing = match(draft, *other)
+            if homography is not None and len(agreeing) >= MIN_INLIERS:
+                confirmed[agreeing] += 1
+        keep = confirmed >= max(1, round(CONFIRMED * len(others)))
+        if keep.sum() < 2 * MIN_INLIERS:  # too few photos to tell print from background: keep them all
+            keep = np.ones(len(points), bool)
+        support = int(confirmed[keep].sum())
+        if best is None or support > best[0]:
+            best = (support, Reference(product, points[keep], descriptors[keep]))
+    return best[1]
 
 
 @torch.no_grad()
