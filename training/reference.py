@@ -1,10 +1,11 @@
 """The reference recipe, the default of `counterfeit train`: fit per-product statistics of registered
-genuine photos (training/reference_model.py), calibrate on val, export. About 2.5 minutes on 2 CPU
+genuine photos (training/reference_model.py), calibrate on val, export. About 2.7 minutes on 2 CPU
 cores for 480 photos of 3 products; no epochs, no gradient.
 
-1. References: the first train genuine of each product line, letterboxed to the model input. Only its
-   keypoints that the product's other genuines confirm are kept: keypoints on the background would
-   attract photos of other products.
+1. Products: the product-line folders, each split into the sets of genuines that register to one another
+   (registration_groups). References: of each product's first train genuines, letterboxed to the model
+   input, the one the others confirm most, with only the keypoints they confirm: keypoints on the
+   background would attract photos of other products.
 2. Every train genuine is registered as serving registers it (inference.predictor.prepare); one that
    lands on another product, or on none, is left out and counted.
 3. Statistics per product, summed batch by batch over its registered photos (held as 8-bit images,
@@ -40,6 +41,7 @@ from training.reference_model import FEATURE_EPS, PIXEL_EPS, PIXEL_POOL, Referen
 MASK_PHOTOS = 30  # genuines per product that vote on which reference keypoints lie on the print
 CONFIRMED = 0.2  # a reference keypoint is kept when it is a RANSAC inlier for this share of them
 CANDIDATES = 15  # the reference is the best-confirmed of a product's first few train genuines
+MIN_GROUP = 3  # genuines that register to one another before they count as a product
 SCORED_QUANTILE = 0.6  # scores are read where the spread is in its lowest 60%: the print, not the edges
 BATCH = 8
 
@@ -50,13 +52,18 @@ def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
     out, spec = Path(config.out), config.preprocess_spec()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    genuines = _genuines_by_product(list_split(config.data, "train"), spec, progress)
+    by_folder = _genuines_by_product(list_split(config.data, "train"), spec, progress)
+    genuines, folders = registration_groups(by_folder)
     references = [_reference(product, frames) for product, frames in genuines.items()]
     model = ReferenceModel(len(references), config.image_size, spec.mean, spec.std)
-    left_out = _fit_statistics(model, genuines, references, spec, progress)
+    # Each product learns from every genuine of its folder that registers to it, not only from its group.
+    pools = {product: by_folder[folders[product]] for product in genuines}
+    used = _fit_statistics(model, pools, references, spec, progress)
+    left_out = sum(len(frames) for frames in by_folder.values()) - used
     val, val_left_out = _prepared(list_split(config.data, "val"), spec, references, progress)
     calibration, metrics = _calibrate(model, val, config.target_precision)
-    metrics.update(train_genuines_left_out=left_out, val_not_recognised=val_left_out)
+    metrics.update(train_genuines_left_out=left_out, val_not_recognised=val_left_out,
+                   products=list(genuines))
     save_checkpoint(out / "checkpoint.pt", model, config, references=references_to_json(references),
                     calibration=calibration, metrics=metrics)
     (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, **metrics}) + "\n")
@@ -78,6 +85,43 @@ def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[st
     if not found:
         raise DataError("The train split has no genuine photos: the reference recipe learns from genuines.")
     return dict(sorted(found.items()))
+
+
+def registration_groups(by_folder: dict[str, list[Image.Image]]) -> tuple[dict[str, list[Image.Image]],
+                                                                        dict[str, str]]:
+    """Product lines as registration finds them -> ({name: the frames that found it}, {name: folder}).
+
+    A folder's genuines that do not register to one another are not one product (no product sub-folders,
+    or the back of a package beside its front): each set that does becomes its own product, named after
+    the folder ("product-1", "brand-a-2", ...). Greedy: the first photo left over seeds the next set."""
+    products, folders = {}, {}
+    for folder, frames in by_folder.items():
+        described = [keypoints(frame) for frame in frames]
+        seeds, remaining = [], list(range(len(frames)))
+        while remaining:  # every photo that registers to no earlier seed seeds a product of its own
+            seed = Reference(folder, *described[remaining[0]])
+            seeds.append(seed)
+            remaining = [i for i in remaining[1:] if _inliers(seed, described[i]) < MIN_INLIERS]
+        # Then each photo joins the seed it registers to best: a photo that also matches another product's
+        # seed (shared barcode or fine print) goes where it matches most.
+        members: list[list[int]] = [[] for _ in seeds]
+        for i in range(len(frames)):
+            counts = [_inliers(seed, described[i]) for seed in seeds]
+            if max(counts) >= MIN_INLIERS:
+                members[int(np.argmax(counts))].append(i)
+        groups = [[frames[i] for i in group] for group in members if len(group) >= MIN_GROUP]
+        for number, group in enumerate(groups, 1):
+            name = folder if len(groups) == 1 and folder else f"{folder or 'product'}-{number}"
+            products[name], folders[name] = group, folder
+    if not products:
+        raise DataError(f"No {MIN_GROUP} train genuine photos register to one another: the reference recipe needs "
+                        "several photos of the front of each product, filling most of the frame.")
+    return products, folders
+
+
+def _inliers(reference: Reference, described: tuple[np.ndarray, np.ndarray]) -> int:
+    homography, agreeing = match(reference, *described)
+    return 0 if homography is None else len(agreeing)
 
 
 def _reference(product: str, frames: list[Image.Image]) -> Reference:
@@ -107,18 +151,18 @@ def _reference(product: str, frames: list[Image.Image]) -> Reference:
 @torch.no_grad()
 def _fit_statistics(model: ReferenceModel, genuines: dict[str, list[Image.Image]], references: list[Reference],
                     spec, progress: bool) -> int:
-    """Fill each product's statistics from its registered train genuines; -> how many were left out."""
-    left_out = 0
+    """Fill each product's statistics from the train genuines that register to it; -> how many did."""
+    used = 0
     for index, (product, frames) in enumerate(tqdm(genuines.items(), desc="fit products", disable=not progress,
                                                    leave=False)):
         registered = _registered(frames, index, references, spec)
-        left_out += len(frames) - len(registered)
+        used += len(registered)
         if len(registered) < 2:
             raise DataError(f"Only {len(registered)} train genuine photo(s) of product line {product or '(none)'!r} "
                             "could be registered to its reference; the reference recipe needs at least 2 photos of "
                             "the front of the package, filling most of the frame.")
         _product_statistics(model, index, registered, spec)
-    return left_out
+    return used
 
 
 def _registered(frames: list[Image.Image], index: int, references: list[Reference], spec) -> list[Image.Image]:
