@@ -96,7 +96,11 @@ def match(reference: Reference, points: np.ndarray, descriptors: np.ndarray) -> 
 
 def register(frame: Image.Image, references: list[Reference]) -> Registration | None:
     """The best-matching product of a letterboxed photo, or None below MIN_INLIERS."""
-    points, descriptors = keypoints(frame)
+    return best_match(*keypoints(frame), references)
+
+
+def best_match(points: np.ndarray, descriptors: np.ndarray, references: list[Reference]) -> Registration | None:
+    """register() for keypoints already found (training finds each photo's keypoints once)."""
     best = None
     for index, reference in enumerate(references):
         homography, agreeing = match(reference, points, descriptors)

@@ -35,6 +35,11 @@ class Prepared:
     homography: np.ndarray | None = None  # reference models: reference frame -> letterboxed photo (3, 3)
 
 
+def decode(data: bytes, spec: PreprocessSpec, limits: Limits = Limits()) -> LoadedImage:
+    """Image bytes decoded for a model of this input size (JPEGs no larger than it needs), as serving does."""
+    return load_image(data, limits=limits, draft_to=spec.size)
+
+
 def prepare(image: Image.Image, spec: PreprocessSpec, references: Sequence[Reference] = ()) -> Prepared:
     """The one way a decoded photo becomes model input, in training and in serving: letterboxed and
     normalised; with references, first registered into its product's reference frame."""
@@ -85,7 +90,7 @@ class Predictor:
 
     def load(self, data: bytes, limits: Limits = Limits()) -> LoadedImage:
         """Decode image bytes for this model (JPEG decoded no larger than the model needs)."""
-        return load_image(data, limits=limits, draft_to=self.spec.size)
+        return decode(data, self.spec, limits)
 
     @property
     def aligns(self) -> bool:
@@ -105,12 +110,12 @@ class Predictor:
 
     def logits(self, batch: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
         """Raw logits (N, C) for preprocessed arrays (N, 3, H, W), in chunks of MAX_BATCH."""
-        products = np.zeros(len(batch), np.int64) if products is None else np.asarray(products, np.int64)
-        chunks = [
-            self.session.run([LOGITS_NAME], self._feeds(batch[start : start + MAX_BATCH],
-                                                        products[start : start + MAX_BATCH]))[0]
-            for start in range(0, len(batch), MAX_BATCH)
-        ]
+        products = None if products is None else np.asarray(products)
+        chunks = []
+        for start in range(0, len(batch), MAX_BATCH):
+            part = slice(start, start + MAX_BATCH)
+            feeds = self._feeds(batch[part], None if products is None else products[part])
+            chunks.append(self.session.run([LOGITS_NAME], feeds)[0])
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.metadata.classes)), np.float32)
 
     def scores(self, batch: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:

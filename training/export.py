@@ -20,7 +20,7 @@ from torch import nn
 
 from inference.align import NotRecognised, references_from_json
 from inference.classes import CLASSES
-from inference.images import ImageError, load_image
+from inference.images import ImageError
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
 from inference.predictor import (
@@ -30,6 +30,7 @@ from inference.predictor import (
     LOGITS_NAME,
     PRODUCT_NAME,
     Predictor,
+    decode,
     prepare,
 )
 from training.checkpoint import load_checkpoint
@@ -144,7 +145,7 @@ def verification_images(samples: list[Sample], metadata: ModelMetadata,
     prepared = []
     for sample in chosen + [s for s in samples if s not in chosen]:  # unrecognised photos test no graph
         try:
-            image = load_image(sample.path.read_bytes(), draft_to=metadata.preprocess.size).image
+            image = decode(sample.path.read_bytes(), metadata.preprocess).image
             prepared.append(prepare(image, metadata.preprocess, metadata.references))
         except (ImageError, NotRecognised):
             continue

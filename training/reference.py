@@ -1,17 +1,18 @@
 """The reference recipe, the default of `counterfeit train`: fit per-product statistics of registered
-genuine photos (training/reference_model.py), calibrate on val, export. About 2.7 minutes on 2 CPU
+genuine photos (training/reference_model.py), calibrate on val, export. About 2.2 minutes on 2 CPU
 cores for 480 photos of 3 products; no epochs, no gradient.
 
 1. Products: the product-line folders, each split into the sets of genuines that register to one another
    (registration_groups). References: of each product's first train genuines, letterboxed to the model
    input, the one the others confirm most, with only the keypoints they confirm: keypoints on the
    background would attract photos of other products.
-2. Every train genuine is registered as serving registers it (inference.predictor.prepare); one that
-   lands on another product, or on none, is left out and counted.
+2. Every train genuine is registered as serving registers it (inference.predictor.prepare), from the
+   keypoints found once per photo in step 1; one that lands on another folder's product, or on none, is
+   left out and counted.
 3. Statistics per product, summed batch by batch over its registered photos (held as 8-bit images,
-   0.9 MB each at 640x480), then val: the fused score
-   is standardised on the val genuines and mapped to a logit (logistic fit on val), and temperature and
-   thresholds are fitted on val exactly as for the classifier.
+   0.9 MB each at 640x480), then val: the fused score is standardised on the val genuines and mapped to
+   a logit (logistic fit on val), and temperature and thresholds are fitted on val exactly as for the
+   classifier.
 """
 
 from __future__ import annotations
@@ -26,12 +27,20 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from inference.align import MIN_INLIERS, NotRecognised, Reference, align, keypoints, match, references_to_json
+from inference.align import (
+    MIN_INLIERS,
+    NotRecognised,
+    Reference,
+    best_match,
+    keypoints,
+    match,
+    references_to_json,
+    warp,
+)
 from inference.calibration import calibrate
-from inference.images import load_image
 from inference.layout import DataError, Sample, list_split
 from inference.metrics import roc_auc
-from inference.predictor import Prepared, prepare, softmax_scores
+from inference.predictor import Prepared, decode, prepare, softmax_scores
 from inference.preprocess import letterbox, normalise
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
@@ -53,17 +62,20 @@ def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     by_folder = _genuines_by_product(list_split(config.data, "train"), spec, progress)
-    genuines, folders = registration_groups(by_folder)
-    references = [_reference(product, frames) for product, frames in genuines.items()]
+    described = {folder: [keypoints(frame) for frame in tqdm(frames, desc=f"keypoints {folder}".strip(),
+                                                               disable=not progress, leave=False)]
+                 for folder, frames in by_folder.items()}  # found once per photo, used by every step below
+    groups, folders = registration_groups(described)
+    references = [_reference(product, [described[folders[product]][i] for i in group])
+                  for product, group in groups.items()]
+    registered = _register_genuines(by_folder, described, references, [folders[p] for p in groups])
     model = ReferenceModel(len(references), config.image_size, spec.mean, spec.std)
-    # Each product learns from every genuine of its folder that registers to it, not only from its group.
-    pools = {product: by_folder[folders[product]] for product in genuines}
-    used = _fit_statistics(model, pools, references, spec, progress)
-    left_out = sum(len(frames) for frames in by_folder.values()) - used
+    _fit_statistics(model, dict(zip(groups, registered)), spec, progress)
+    left_out = sum(len(frames) for frames in by_folder.values()) - sum(len(frames) for frames in registered)
     val, val_left_out = _prepared(list_split(config.data, "val"), spec, references, progress)
     calibration, metrics = _calibrate(model, val, config.target_precision)
     metrics.update(train_genuines_left_out=left_out, val_not_recognised=val_left_out,
-                   products=list(genuines))
+                   products=list(groups))
     save_checkpoint(out / "checkpoint.pt", model, config, references=references_to_json(references),
                     calibration=calibration, metrics=metrics)
     (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, **metrics}) + "\n")
@@ -72,8 +84,7 @@ def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
 
 
 def _decode(sample: Sample, spec) -> Image.Image:
-    """As the Predictor decodes (JPEGs at reduced scale, no smaller than the model input)."""
-    return load_image(sample.path.read_bytes(), draft_to=spec.size).image
+    return decode(sample.path.read_bytes(), spec).image
 
 
 def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[str, list[Image.Image]]:
@@ -87,29 +98,29 @@ def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[st
     return dict(sorted(found.items()))
 
 
-def registration_groups(by_folder: dict[str, list[Image.Image]]) -> tuple[dict[str, list[Image.Image]],
-                                                                        dict[str, str]]:
-    """Product lines as registration finds them -> ({name: the frames that found it}, {name: folder}).
+def registration_groups(described: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> tuple[dict[str, list[int]],
+                                                                                            dict[str, str]]:
+    """Product lines as registration finds them, from each folder's photos' keypoints
+    -> ({name: indices of the folder's photos that found it}, {name: folder}).
 
     A folder's genuines that do not register to one another are not one product (no product sub-folders,
     or the back of a package beside its front): each set that does becomes its own product, named after
-    the folder ("product-1", "brand-a-2", ...). Greedy: the first photo left over seeds the next set."""
+    the folder ("product-1", "brand-a-2", ...)."""
     products, folders = {}, {}
-    for folder, frames in by_folder.items():
-        described = [keypoints(frame) for frame in frames]
-        seeds, remaining = [], list(range(len(frames)))
+    for folder, photos in described.items():
+        seeds, remaining = [], list(range(len(photos)))
         while remaining:  # every photo that registers to no earlier seed seeds a product of its own
-            seed = Reference(folder, *described[remaining[0]])
+            seed = Reference(folder, *photos[remaining[0]])
             seeds.append(seed)
-            remaining = [i for i in remaining[1:] if _inliers(seed, described[i]) < MIN_INLIERS]
+            remaining = [i for i in remaining[1:] if _inliers(seed, photos[i]) < MIN_INLIERS]
         # Then each photo joins the seed it registers to best: a photo that also matches another product's
         # seed (shared barcode or fine print) goes where it matches most.
         members: list[list[int]] = [[] for _ in seeds]
-        for i in range(len(frames)):
-            counts = [_inliers(seed, described[i]) for seed in seeds]
+        for i, photo in enumerate(photos):
+            counts = [_inliers(seed, photo) for seed in seeds]
             if max(counts) >= MIN_INLIERS:
                 members[int(np.argmax(counts))].append(i)
-        groups = [[frames[i] for i in group] for group in members if len(group) >= MIN_GROUP]
+        groups = [group for group in members if len(group) >= MIN_GROUP]
         for number, group in enumerate(groups, 1):
             name = folder if len(groups) == 1 and folder else f"{folder or 'product'}-{number}"
             products[name], folders[name] = group, folder
@@ -124,11 +135,11 @@ def _inliers(reference: Reference, described: tuple[np.ndarray, np.ndarray]) -> 
     return 0 if homography is None else len(agreeing)
 
 
-def _reference(product: str, frames: list[Image.Image]) -> Reference:
-    """Of the first CANDIDATES frames, the one whose keypoints the product's other genuines confirm most
-    (RANSAC inliers in at least CONFIRMED of them), with only those keypoints: print, not background,
-    which would attract photos of other products."""
-    described = [keypoints(frame) for frame in frames[: MASK_PHOTOS + 1]]
+def _reference(product: str, photos: list[tuple[np.ndarray, np.ndarray]]) -> Reference:
+    """Of the first CANDIDATES photos (keypoints), the one whose keypoints the product's other genuines
+    confirm most (RANSAC inliers in at least CONFIRMED of them), with only those keypoints: print, not
+    background, which would attract photos of other products."""
+    described = photos[: MASK_PHOTOS + 1]
     best = None
     for index in range(min(CANDIDATES, len(described))):
         points, descriptors = described[index]
@@ -148,35 +159,30 @@ def _reference(product: str, frames: list[Image.Image]) -> Reference:
     return best[1]
 
 
+def _register_genuines(by_folder: dict[str, list[Image.Image]], described: dict[str, list], references: list[Reference],
+                       folder_of: list[str]) -> list[list[Image.Image]]:
+    """Each product's train genuines in its reference frame: every genuine of a folder that registers (as
+    serving registers it: inference.predictor.prepare) to one of that folder's products, not only those of
+    its group. One that lands on another folder's product, or on none, is left out."""
+    registered: list[list[Image.Image]] = [[] for _ in references]
+    for folder, frames in by_folder.items():
+        for frame, (points, descriptors) in zip(frames, described[folder]):
+            found = best_match(points, descriptors, references)  # frames are letterboxed already
+            if found is not None and folder_of[found.product] == folder:
+                registered[found.product].append(warp(frame, found.homography))
+    return registered
+
+
 @torch.no_grad()
-def _fit_statistics(model: ReferenceModel, genuines: dict[str, list[Image.Image]], references: list[Reference],
-                    spec, progress: bool) -> int:
-    """Fill each product's statistics from the train genuines that register to it; -> how many did."""
-    used = 0
-    for index, (product, frames) in enumerate(tqdm(genuines.items(), desc="fit products", disable=not progress,
+def _fit_statistics(model: ReferenceModel, registered: dict[str, list[Image.Image]], spec, progress: bool) -> None:
+    """Fill each product's statistics from its registered train genuines."""
+    for index, (product, frames) in enumerate(tqdm(registered.items(), desc="fit products", disable=not progress,
                                                    leave=False)):
-        registered = _registered(frames, index, references, spec)
-        used += len(registered)
-        if len(registered) < 2:
-            raise DataError(f"Only {len(registered)} train genuine photo(s) of product line {product or '(none)'!r} "
+        if len(frames) < 2:
+            raise DataError(f"Only {len(frames)} train genuine photo(s) of product line {product or '(none)'!r} "
                             "could be registered to its reference; the reference recipe needs at least 2 photos of "
                             "the front of the package, filling most of the frame.")
-        _product_statistics(model, index, registered, spec)
-    return used
-
-
-def _registered(frames: list[Image.Image], index: int, references: list[Reference], spec) -> list[Image.Image]:
-    """The frames that register to product `index` (as serving registers them: inference.predictor.prepare),
-    resampled into its reference frame. One that lands on another product, or on none, is left out."""
-    kept = []
-    for frame in frames:
-        try:
-            warped, found = align(frame, references, spec)
-        except NotRecognised:
-            continue
-        if found.product == index:
-            kept.append(warped)
-    return kept
+        _product_statistics(model, index, frames, spec)
 
 
 def _batches(frames: list[Image.Image], spec) -> Iterator[torch.Tensor]:

@@ -162,7 +162,7 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
         from training.reference import fit_reference  # no epochs: nothing to resume or distribute
 
         if resume:
-            raise ValueError("The reference recipe has no epochs to resume: run it again (about a minute).")
+            raise ValueError("The reference recipe has no epochs to resume: run it again (a few minutes).")
         return fit_reference(config, progress)
     process = distributed.setup(config.device)
     progress = progress and process.is_main

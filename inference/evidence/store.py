@@ -138,8 +138,8 @@ class EvidenceStore:
             tx.run("INSERT INTO fingerprints (record_seq, phashes, thumbnail) VALUES (?, ?, ?)",
                    (record.seq, phashes_text(facts.phashes), facts.thumbnail))
             _advance_head(tx, record.seq, record.record_hash)
-            if embedding is not None and _fits(tx, embedding):
-                _insert_embedding(tx, record.seq, embedding)
+            if embedding is not None and _fits(tx, embedding):  # a new record: it has no embedding yet
+                _write_embedding(tx, record.seq, np.asarray(embedding, np.float32).ravel())
         return record
 
     def add_outcome(self, record_id: str, label: str, note: str | None, subject: str) -> Record:
@@ -351,10 +351,14 @@ def _fits(tx: Tx, vector: np.ndarray) -> bool:
 
 
 def _insert_embedding(tx: Tx, record_seq: int, vector: np.ndarray) -> None:
-    """The vector as the model gave it. Under the chain lock, so embedding numbers commit in order
-    (see neighbours.py)."""
+    """The vector as the model gave it; ValueError when the record has one or the size differs."""
     values = np.asarray(vector, np.float32).ravel()
     _check_embedding(tx, record_seq, len(values))
+    _write_embedding(tx, record_seq, values)
+
+
+def _write_embedding(tx: Tx, record_seq: int, values: np.ndarray) -> None:
+    """Under the chain lock, so embedding numbers commit in order (see neighbours.py)."""
     (number,) = tx.one("SELECT COALESCE(MAX(n), 0) + 1 FROM embeddings")
     tx.run("INSERT INTO embeddings (n, record_seq, dim, vector, created_at) VALUES (?, ?, ?, ?, ?)",
            (number, record_seq, len(values), values.tobytes(), utc_now()))
