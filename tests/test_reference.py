@@ -82,6 +82,48 @@ def test_a_printed_defect_raises_the_score(reference_data, reference_predictor):
     assert raised >= 3
 
 
+def relit(image: Image.Image) -> Image.Image:
+    """Another white balance and exposure: the same print under another light."""
+    rgb = np.asarray(image, np.float32) * np.array([1.08, 0.97, 0.9]) + 10
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def recoloured(image: Image.Image) -> Image.Image:
+    """The package's main ink (the commonest colour in the middle of the photo) printed in another hue."""
+    rgb = np.asarray(image).astype(np.int16)
+    height, width = rgb.shape[:2]
+    middle = rgb[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4].reshape(-1, 3)
+    values, counts = np.unique(middle // 16, axis=0, return_counts=True)
+    ink = values[counts.argmax()] * 16 + 8
+    near = np.abs(rgb - ink).sum(-1) < 60
+    near[: height // 6], near[-height // 6 :], near[:, : width // 6], near[:, -width // 6 :] = False, False, False, False
+    hsv = np.asarray(image.convert("HSV")).astype(np.int16)
+    hsv[..., 0] = np.where(near, (hsv[..., 0] + 18) % 256, hsv[..., 0])  # 18/256 of a turn: 25 degrees
+    hsv[..., 2] = np.where(near, hsv[..., 2] * 0.88, hsv[..., 2])
+    return Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
+
+
+def test_another_ink_raises_the_colour_score_far_more_than_another_light(reference_data, reference_run,
+                                                                          reference_predictor):
+    """Behavioural: the colour check fits each photo's own light, so a change of white balance and exposure
+    is explained away, while one ink in another hue is not (its peak z^2 grows by e^1 or more)."""
+    import torch
+
+    from training.checkpoint import load_checkpoint
+    from training.reference_model import SCORES
+
+    model = load_checkpoint(reference_run[0] / "checkpoint.pt")[0].eval()
+    genuines = [s for s in list_split(reference_data, "test") if s.label == 0][:4]
+    for sample in genuines:
+        clean = photo(sample.path)
+        prepared = [reference_predictor.prepare(image) for image in (relit(clean), recoloured(clean))]
+        with torch.no_grad():
+            raw = model.raw_scores(torch.from_numpy(np.stack([p.array for p in prepared])),
+                                   torch.tensor([p.product for p in prepared]))
+        light_score, ink_score = raw[:, SCORES.index("colour")].tolist()
+        assert ink_score > light_score + 1, sample.path.name
+
+
 def test_the_heatmap_points_at_the_defect_on_the_photo_itself(reference_data, reference_predictor):
     """The comparison happens in the product's frame; the heatmap is mapped back onto the photo."""
     sample = next(s for s in list_split(reference_data, "test") if s.label == 0)

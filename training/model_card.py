@@ -37,7 +37,8 @@ def _reference_lines(meta) -> list[str]:
     products = ", ".join(f"`{r.product}`" for r in meta.references)
     return ["- Recipe: reference. Each photo is registered (SIFT keypoints, RANSAC homography) to the genuine "
             f"reference of one of its products ({products}) and compared location by location with that "
-            "product's registered genuine photos: frozen ImageNet EfficientNet-Lite0 features and pixels",
+            "product's registered genuine photos: frozen ImageNet EfficientNet-Lite0 features, pixels, and the "
+            "colours left once the photo's own light is fitted",
             f"- Input: {meta.preprocess.width}x{meta.preprocess.height} px in the product's reference frame; a "
             "photo showing none of the products is answered `retake` (not recognised)"]
 

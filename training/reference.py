@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ from inference.preprocess import letterbox, normalise
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.export import export_checkpoint
+from training.photometric import window_means
 from training.reference_model import FEATURE_EPS, PIXEL_EPS, PIXEL_POOL, ReferenceModel
 
 MASK_PHOTOS = 30  # genuines per product that vote on which reference keypoints lie on the print
@@ -52,6 +54,9 @@ CONFIRMED = 0.2  # a reference keypoint is kept when it is a RANSAC inlier for t
 CANDIDATES = 15  # the reference is the best-confirmed of a product's first few train genuines
 MIN_GROUP = 3  # genuines that register to one another before they count as a product
 SCORED_QUANTILE = 0.6  # scores are read where the spread is in its lowest 60%: the print, not the edges
+TEMPLATE_ROUNDS = 2  # genuine print refined from the residuals of the photos' own light fits, twice
+PRINT_QUANTILE = 0.5  # the light is fitted where the genuines' residual spread is in its lowest half ...
+COLOUR_QUANTILE = 0.8  # ... and the colour is read on the 80% of that print where it is lowest
 BATCH = 8
 
 
@@ -207,6 +212,48 @@ def _product_statistics(model: ReferenceModel, index: int, frames: list[Image.Im
         pixels.add(F.avg_pool2d(relit, PIXEL_POOL))
     model.feature_mean[index], model.feature_std[index] = features.mean(), features.std() + FEATURE_EPS
     model.pixel_mean[index], model.pixel_std[index] = pixels.mean(), pixels.std() + PIXEL_EPS
+    _colour_statistics(model, index, raw, frames, spec)
+
+
+def _colour_statistics(model: ReferenceModel, index: int, raw: "Moments", frames: list[Image.Image], spec) -> None:
+    """The genuine print, where to fit the light, where to read the residual and its genuine spread, for
+    the colour check. The mean photo is a blurred print (each photo has its own light); fitting every
+    photo's light to it and adding back the mean residual sharpens it."""
+    model.template[index], model.print_mask[index] = raw.mean(), model.gain_mask[index]
+    for _ in range(TEMPLATE_ROUNDS):
+        residual = _colour_residuals(model, index, frames, spec)
+        model.template[index] += residual.mean()
+        model.print_mask[index] = torch.from_numpy(print_mask(residual.std().mean(0).numpy()))
+    spread = _colour_residuals(model, index, frames, spec).std().mean(0)
+    on_print = model.print_mask[index] > 0
+    model.colour_scored[index] = (on_print & (spread <= torch.quantile(spread[on_print], COLOUR_QUANTILE))).float()
+    model.window_spread[index] = _colour_residuals(model, index, frames, spec, windowed=True).std()
+
+
+def _colour_residuals(model: ReferenceModel, index: int, frames: list[Image.Image], spec,
+                      windowed: bool = False) -> "Moments":
+    """Moments of the train genuines' colour residuals, or of their window means."""
+    moments = Moments()
+    for batch in _batches(frames, spec):
+        product = torch.full((len(batch),), index)
+        residual = model.colour_residual(F.avg_pool2d(model.rgb(batch), PIXEL_POOL), product)
+        moments.add(window_means(residual, model.colour_scored[product].float())[0] if windowed else residual)
+    return moments
+
+
+def print_mask(spread: np.ndarray) -> np.ndarray:
+    """(h, w) float32, 1 on the product's print: the largest connected region where the genuines' residual
+    spread is in its lowest PRINT_QUANTILE, without specks (opened) or pin-holes (closed). Background that
+    happens to be steady in a few places is not print."""
+    steady = (spread < np.quantile(spread, PRINT_QUANTILE)).astype(np.uint8)
+    steady = cv2.morphologyEx(steady, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(steady)
+    if count < 2:
+        raise DataError("The registered genuine photos agree nowhere on the print: check that each product line "
+                        "folder holds photos of one product's front.")
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    region = (labels == largest).astype(np.uint8)
+    return cv2.morphologyEx(region, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8)).astype(np.float32)
 
 
 class Moments:

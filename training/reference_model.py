@@ -7,10 +7,14 @@ int64. Outputs, as the classifier's: `logits` (N, 2), `heatmap` (N, H/8, W/8), `
 
 Per product it holds statistics of the registered train genuines (no counterfeit is needed to fit them):
 - the per-location mean and spread of frozen Lite0 features and of 2x2-averaged pixels;
-- where the print is steady (`gain_mask`, `scored`) and its average colour there (`light`).
-A photo is first brought to the genuines' light level (a per-channel gain, read on the steady print);
-its score is the largest squared z-score over the scored print, for features and for pixels, each
-standardised on the val genuines (log scale) and fused by max; `scale`/`shift` map it to a logit.
+- where the print is steady (`gain_mask`, `scored`) and its average colour there (`light`);
+- for the colour check (training/photometric.py): the genuine print (`template`), where the light is
+  fitted (`print_mask`), where the residual is read (`colour_scored`) and the genuines' spread of its
+  window means (`window_spread`).
+For features and pixels a photo is first brought to the genuines' light level (a per-channel gain, read
+on the steady print); the colour check fits the photo's light itself. The photo's score is the largest
+squared z-score of each of the three, each standardised on the val genuines (log scale) and fused by max;
+`scale`/`shift` map it to a logit.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.lite0 import FEATURE_CHANNELS, STRIDE, Lite0Features
+from training.photometric import fit_residual, light_basis, window_z
 
 PIXEL_POOL = 2  # pixel statistics on 2x2 means: a one-pixel registration error matters less
 FEATURE_EPS = 1e-3  # added to feature spreads (units of Lite0 activations)
 PIXEL_EPS = 0.02  # added to pixel spreads (fraction of full scale): JPEG and sensor noise
+SCORES = ("features", "pixels", "colour")  # the raw scores, in the order of `centre` and `spread`
 
 
 class ReferenceModel(nn.Module):
@@ -41,11 +47,13 @@ class ReferenceModel(nn.Module):
         # (3 significant digits are plenty), and the model file halves (15 MB for 3 products at 640x480).
         for name, shape in (("feature_mean", (FEATURE_CHANNELS, *cells)), ("feature_std", (FEATURE_CHANNELS, *cells)),
                             ("pixel_mean", (3, *pixels)), ("pixel_std", (3, *pixels)), ("gain_mask", pixels),
-                            ("scored", pixels)):
+                            ("scored", pixels), ("template", (3, *pixels)), ("print_mask", pixels),
+                            ("window_spread", (3, *pixels)), ("colour_scored", pixels)):
             self.register_buffer(name, torch.ones(products, *shape, dtype=torch.float16))
         self.register_buffer("light", torch.ones(products, 3))
-        self.register_buffer("centre", torch.zeros(2))  # of the val genuines' log scores (features, pixels)
-        self.register_buffer("spread", torch.ones(2))
+        self.register_buffer("light_basis", light_basis(*pixels), persistent=False)  # a function of the size
+        self.register_buffer("centre", torch.zeros(len(SCORES)))  # of the val genuines' log scores
+        self.register_buffer("spread", torch.ones(len(SCORES)))
         self.register_buffer("scale", torch.ones(()))  # logit = scale * fused + shift (fitted on val)
         self.register_buffer("shift", torch.zeros(()))
 
@@ -58,31 +66,45 @@ class ReferenceModel(nn.Module):
         level = (F.avg_pool2d(rgb, PIXEL_POOL) * mask).sum((2, 3)) / mask.sum((2, 3)).clamp_min(1.0)
         return rgb * (self.light[product] / (level + 1e-3)).unsqueeze(-1).unsqueeze(-1)
 
+    def colour_residual(self, pixels: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+        """What the photo's own light cannot explain of its 2x2-averaged pixels (N, 3, h2, w2)."""
+        return fit_residual(pixels, self.template[product].float(), self.print_mask[product].float(), self.light_basis)
+
     def z_maps(self, image: torch.Tensor, product: torch.Tensor):
-        """-> (feature z^2 map (N, h8, w8), pixel z^2 map (N, h2, w2), features), both zero off the print."""
-        rgb = self.relit(self.rgb(image), product)
+        """-> ([feature z^2 (N, h8, w8), pixel z^2 (N, h2, w2), colour z^2 (N, h2, w2)], features); each map
+        is zero off the print."""
+        rgb = self.rgb(image)
+        colour_z = window_z(self.colour_residual(F.avg_pool2d(rgb, PIXEL_POOL), product),
+                            self.window_spread[product].float(), self.colour_scored[product].float())
+        rgb = self.relit(rgb, product)
         features = self.features(rgb)
         feature_z = (((features - self.feature_mean[product].float()) / self.feature_std[product].float()) ** 2).mean(1)
         scored = self.scored[product].float()
         cells = F.max_pool2d(scored.unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)  # (N, h8, w8)
         pixels = F.avg_pool2d(rgb, PIXEL_POOL)
         pixel_z = (((pixels - self.pixel_mean[product].float()) / self.pixel_std[product].float()) ** 2).mean(1)
-        return feature_z * cells, pixel_z * scored, features
+        return [feature_z * cells, pixel_z * scored, colour_z], features
 
     def raw_scores(self, image: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
-        """(N, 2) log of the largest feature and pixel z^2: what `centre`/`spread` standardise."""
-        feature_z, pixel_z, _ = self.z_maps(image, product)
-        return _log_peaks(feature_z, pixel_z)
+        """(N, 3) log of the largest z^2 of each map, in the order of SCORES: what `centre`/`spread`
+        standardise."""
+        return _log_peaks(self.z_maps(image, product)[0])
 
     def forward(self, image: torch.Tensor, product: torch.Tensor):
-        feature_z, pixel_z, features = self.z_maps(image, product)
-        fused = ((_log_peaks(feature_z, pixel_z) - self.centre) / self.spread).amax(1)
+        maps, features = self.z_maps(image, product)
+        fused = ((_log_peaks(maps) - self.centre) / self.spread).amax(1)
         half = (self.scale * fused + self.shift) / 2  # softmax of (-half, half) = sigmoid(logit)
         pooled = features.mean((2, 3))
         embedding = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return torch.stack([-half, half], 1), feature_z, embedding
+        return torch.stack([-half, half], 1), self.heatmap(maps), embedding
+
+    def heatmap(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """(N, h8, w8): feature and colour evidence, each in units of a typical genuine's peak (exp(centre))."""
+        feature_z, _, colour_z = maps
+        colour_cells = F.max_pool2d(colour_z.unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)
+        return torch.maximum(feature_z / self.centre[0].exp(), colour_cells / self.centre[2].exp())
 
 
-def _log_peaks(feature_z: torch.Tensor, pixel_z: torch.Tensor) -> torch.Tensor:
-    peaks = torch.stack([feature_z.flatten(1).amax(1), pixel_z.flatten(1).amax(1)], 1)
+def _log_peaks(maps: list[torch.Tensor]) -> torch.Tensor:
+    peaks = torch.stack([z.flatten(1).amax(1) for z in maps], 1)
     return torch.log(peaks.clamp_min(1e-6))
