@@ -45,12 +45,12 @@ def fit_residual(pixels: torch.Tensor, template: torch.Tensor, weight: torch.Ten
     fit_design = _design(template[every], basis[every])  # (N, 3, pixels read, K+1)
     observed = pixels[every].flatten(2)
     prior = weight[every].flatten(1).unsqueeze(1).expand_as(observed)
+    # Normal equations and solve in float64: torch and onnxruntime sum 10^4 terms in different orders.
+    design64, observed64 = fit_design.double(), observed.double().unsqueeze(-1)
     weights = prior
     for _ in range(ROBUST_STEPS):
-        # Normal equations and solve in float64: torch and onnxruntime sum 10^4 terms in different orders.
-        weighted = (fit_design * weights.unsqueeze(-1)).double()
-        coefficients = solve_spd(weighted.transpose(-1, -2) @ fit_design.double(),
-                                 (weighted * observed.double().unsqueeze(-1)).sum(-2)).float()
+        weighted = design64 * weights.double().unsqueeze(-1)
+        coefficients = solve_spd(weighted.transpose(-1, -2) @ design64, (weighted * observed64).sum(-2)).float()
         misfit = observed - (fit_design @ coefficients.unsqueeze(-1)).squeeze(-1)
         typical = 1.25 * (prior * misfit.abs()).sum(-1, keepdim=True) / prior.sum(-1, keepdim=True).clamp_min(1.0)
         weights = prior / (1 + (misfit / (CAUCHY * typical + 1e-4)) ** 2)
