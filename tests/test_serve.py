@@ -1,6 +1,5 @@
 """`counterfeit serve` as a real process (what `make run` starts): the demo model answers a synth photo."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -8,12 +7,7 @@ import time
 import httpx
 import pytest
 from conftest import DEMO_MODEL
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from web_helpers import free_port
 
 
 @pytest.fixture
