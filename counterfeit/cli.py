@@ -87,7 +87,8 @@ def _add_screen(sub) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
     p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
     p.add_argument("--output", type=Path, help="write JSON lines to this file instead of stdout")
-    p.add_argument("--record", action="store_true", help="also keep every scored image in the evidence log "
+    p.add_argument("--record", action="store_true",
+                   help="also keep every image screened (scored, or retake) in the evidence log "
                    "(COUNTERFEIT_DATA_DIR / COUNTERFEIT_DATABASE_URL)")
     p.set_defaults(run=cmd_screen)
 

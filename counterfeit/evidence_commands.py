@@ -13,14 +13,14 @@ def recorded(records, predictor, store):
     """Pass screening records through, keeping each scored image in the evidence log on the way."""
     import getpass
 
-    meta, subject = predictor.metadata, f"cli:{getpass.getuser()}"
+    from inference.evidence import screen_line_fields
+
+    thresholds, subject = predictor.metadata.thresholds.to_dict(), f"cli:{getpass.getuser()}"
     try:
         for record in records:
             if "error" not in record:
-                stored = store.record(image_bytes=Path(record["path"]).read_bytes(), kind="screening",
-                                      external_id=record["path"], subject=subject, verdict=record["verdict"],
-                                      score=record["score"], thresholds=meta.thresholds.to_dict(),
-                                      model_name=meta.name, model_version=meta.version, quality={})
+                fields = screen_line_fields(record, thresholds, record["model"])
+                stored = store.record(image_bytes=Path(record["path"]).read_bytes(), subject=subject, **fields)
                 record = {**record, "record_id": stored.id}
             yield record
     finally:

@@ -96,7 +96,9 @@ def recoloured(image: Image.Image) -> Image.Image:
     values, counts = np.unique(middle // 16, axis=0, return_counts=True)
     ink = values[counts.argmax()] * 16 + 8
     near = np.abs(rgb - ink).sum(-1) < 60
-    near[: height // 6], near[-height // 6 :], near[:, : width // 6], near[:, -width // 6 :] = False, False, False, False
+    border = np.ones_like(near)
+    border[height // 6 : -height // 6, width // 6 : -width // 6] = False
+    near &= ~border  # not the background around the package
     hsv = np.asarray(image.convert("HSV")).astype(np.int16)
     hsv[..., 0] = np.where(near, (hsv[..., 0] + 18) % 256, hsv[..., 0])  # 18/256 of a turn: 25 degrees
     hsv[..., 2] = np.where(near, hsv[..., 2] * 0.88, hsv[..., 2])
@@ -144,6 +146,25 @@ def test_a_photo_of_no_known_product_is_a_retake(reference_predictor, tmp_path):
     noise.save(tmp_path / "noise.jpg")
     (record,) = screen_files([tmp_path / "noise.jpg"], reference_predictor)
     assert record["verdict"] == "retake" and record["reason"] == "not_recognised" and "score" not in record
+
+
+def test_screen_record_keeps_a_retake_with_its_reason(reference_run, reference_data, run_cli, tmp_path, monkeypatch):
+    from inference.evidence import open_store
+
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (240, 320, 3), np.uint8)).save(tmp_path / "noise.jpg")
+    genuine = next(s.path for s in list_split(reference_data, "test") if s.label == 0)
+    monkeypatch.setenv("COUNTERFEIT_DATA_DIR", str(tmp_path / "evidence"))
+    code, out, err = run_cli("screen", tmp_path / "noise.jpg", genuine, "--model", reference_run[0] / "model.onnx",
+                             "--record")
+    assert code == 0, err
+    retake, scored = (json.loads(line) for line in out.splitlines())
+    assert retake["verdict"] == "retake" and retake["record_id"] and scored["record_id"]
+    store = open_store(None, tmp_path / "evidence")
+    try:
+        kept = store.get(retake["record_id"])
+    finally:
+        store.close()
+    assert kept.verdict == "retake" and kept.score is None and kept.quality["reasons"] == ["not_recognised"]
 
 
 def test_the_service_answers_retake_with_the_reason(reference_predictor):

@@ -68,7 +68,8 @@ class ReferenceModel(nn.Module):
 
     def colour_residual(self, pixels: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
         """What the photo's own light cannot explain of its 2x2-averaged pixels (N, 3, h2, w2)."""
-        return fit_residual(pixels, self.template[product].float(), self.print_mask[product].float(), self.light_basis)
+        return fit_residual(pixels, self.template[product].float(), self.print_mask[product].float(),
+                            self.light_basis)
 
     def z_maps(self, image: torch.Tensor, product: torch.Tensor):
         """-> ([feature z^2 (N, h8, w8), pixel z^2 (N, h2, w2), colour z^2 (N, h2, w2)], features); each map

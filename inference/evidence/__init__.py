@@ -15,7 +15,7 @@ from inference.evidence.errors import (
     SchemaTooNew,
     StoreUnavailable,
 )
-from inference.evidence.fields import inspection_fields, screening_fields
+from inference.evidence.fields import inspection_fields, screen_line_fields, screening_fields
 from inference.evidence.opening import open_store
 from inference.evidence.records import (
     KINDS,
@@ -31,5 +31,5 @@ from inference.evidence.store import EvidenceStore
 __all__ = [
     "EvidenceError", "EvidenceStore", "KINDS", "Match", "NotFound", "OUTCOME_LABELS", "OriginalChanged",
     "Outcome", "PROBLEMS", "Record", "SchemaTooNew", "StoreUnavailable", "VerifyReport", "inspection_fields",
-    "open_store", "screening_fields",
+    "open_store", "screen_line_fields", "screening_fields",
 ]

@@ -34,6 +34,19 @@ def screening_fields(result: ScreeningResult, screenings: Screenings) -> dict:
             "model_version": screenings.model.version, "quality": result.quality.model_dump()}
 
 
+def screen_line_fields(line: dict, thresholds: dict, model: dict) -> dict:
+    """record() keyword arguments for one line of `counterfeit screen` (inference.screen.screen_files): a
+    scored photo, or a retake (no score) with its reason."""
+    if "error" in line:
+        raise ValueError(f"{line['path']} was not screened ({line['error']}): there is nothing to record.")
+    quality = {}
+    if "reason" in line:
+        quality = {"ok": False, "reasons": [line["reason"]], "message": line.get("message", "")}
+    return {"kind": "screening", "external_id": line["path"], "verdict": line["verdict"], "score": line.get("score"),
+            "thresholds": thresholds, "model_name": model["name"], "model_version": model["version"],
+            "quality": quality}
+
+
 def checked(*, kind: str, subject: str, verdict: str, score: float | None, thresholds: dict, model_name: str,
             model_version: str, quality: dict, external_id: str | None, location: str | None, case: str | None,
             note: str | None) -> dict:
