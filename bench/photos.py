@@ -26,7 +26,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from inference.predictor import Predictor
+from inference.predictor import Predictor, stacked
 from inference.quality import check
 from inference.settings import DEMO_MODEL
 from training.synth import jpeg_bytes, make_product_design, photograph, render_artwork
@@ -65,7 +65,7 @@ def end_to_end(predictor: Predictor):
         loaded = predictor.load(data)
         check(loaded.image, (loaded.width, loaded.height))
         prepared = predictor.prepare(loaded.image)
-        score = predictor.scores(prepared.array[None], np.array([prepared.product]))[0]
+        score = predictor.scores(*stacked([prepared]))[0]
         return predictor.decide(float(score)).verdict
     return run
 

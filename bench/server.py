@@ -24,10 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 from PIL import Image
 
-from inference.predictor import Predictor
+from inference.predictor import Predictor, stacked
 from inference.quality import check
 from inference.settings import DEMO_MODEL
 from training.synth import write_dataset
@@ -64,7 +63,7 @@ def bare_rate(photo: bytes, count: int, model: Path) -> float:
         loaded = predictor.load(photo)
         check(loaded.image, (loaded.width, loaded.height))
         prepared = predictor.prepare(loaded.image)
-        predictor.scores(prepared.array[None], np.array([prepared.product]))
+        predictor.scores(*stacked([prepared]))
     return count / (time.perf_counter() - start)
 
 

@@ -10,7 +10,7 @@ from counterfeit.errors import CliError
 
 
 def recorded(records, predictor, store):
-    """Pass screening records through, keeping each scored image in the evidence log on the way."""
+    """Pass screening records through, keeping each screened image (scored, or retake) in the evidence log."""
     import getpass
 
     from inference.evidence import screen_line_fields

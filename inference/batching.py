@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from inference.predictor import Predictor, Prepared
+from inference.predictor import Predictor, Prepared, stacked
 
 
 @dataclass
@@ -96,9 +96,7 @@ class Batcher:
         for predictor in {id(item.predictor): item.predictor for item in batch}.values():
             group = [item for item in batch if item.predictor is predictor]
             try:
-                scores, embeddings = predictor.scores_and_embeddings(
-                    np.stack([item.prepared.array for item in group]),
-                    np.array([item.prepared.product for item in group], np.int64))
+                scores, embeddings = predictor.scores_and_embeddings(*stacked([item.prepared for item in group]))
             except Exception as exc:  # delivered to each waiting request, which answers 500
                 for item in group:
                     item.future.set_exception(exc)

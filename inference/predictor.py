@@ -35,6 +35,11 @@ class Prepared:
     homography: np.ndarray | None = None  # reference models: reference frame -> letterboxed photo (3, 3)
 
 
+def stacked(prepared: Sequence[Prepared]) -> tuple[np.ndarray, np.ndarray]:
+    """Prepared photos as the inputs of one model call: (arrays (N, 3, H, W), products (N,) int64)."""
+    return np.stack([p.array for p in prepared]), np.array([p.product for p in prepared], np.int64)
+
+
 def decode(data: bytes, spec: PreprocessSpec, limits: Limits = Limits()) -> LoadedImage:
     """Image bytes decoded for a model of this input size (JPEGs no larger than it needs), as serving does."""
     return load_image(data, limits=limits, draft_to=spec.size)
@@ -152,8 +157,7 @@ class Predictor:
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:
             return []
-        prepared = [self.prepare(image) for image in images]
-        scores = self.scores(np.stack([p.array for p in prepared]), np.array([p.product for p in prepared]))
+        scores = self.scores(*stacked([self.prepare(image) for image in images]))
         return [self.decide(float(score)) for score in scores]
 
     def decide(self, score: float) -> Prediction:

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
-import numpy as np
-
 from inference.align import NotRecognised
 from inference.images import ImageError, Limits
 from inference.layout import image_files
-from inference.predictor import Predictor, Prepared
+from inference.predictor import Predictor, Prepared, stacked
+from inference.quality import NOT_RECOGNISED
 
 BATCH = 32  # images decoded and scored together: one onnxruntime call each
 
@@ -37,8 +36,7 @@ def screen_files(files: list[Path], predictor: Predictor, limits: Limits = Limit
         chunk = files[start : start + BATCH]
         prepared = [_prepare(path, predictor, limits) for path in chunk]
         ready = [item for item in prepared if isinstance(item, Prepared)]
-        scores = iter(predictor.scores(np.stack([p.array for p in ready]), np.array([p.product for p in ready]))
-                      if ready else [])
+        scores = iter(predictor.scores(*stacked(ready)) if ready else [])
         for path, item in zip(chunk, prepared):
             if isinstance(item, Prepared):
                 prediction = predictor.decide(float(next(scores)))
@@ -56,7 +54,7 @@ def _prepare(path: Path, predictor: Predictor, limits: Limits) -> Prepared | dic
     except OSError as exc:
         return {"error": f"Could not read the file: {exc.strerror or exc}"}
     except NotRecognised as exc:
-        return {"verdict": "retake", "reason": "not_recognised", "message": str(exc)}
+        return {"verdict": "retake", "reason": NOT_RECOGNISED, "message": str(exc)}
 
 
 def write_jsonl(records: Iterable[dict], out: TextIO) -> dict[str, int]:

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from inference.align import NotRecognised, Reference, align, references_from_json, references_to_json
 from inference.layout import list_split
 from inference.metadata import ModelFileError
-from inference.predictor import Predictor
+from inference.predictor import Predictor, stacked
 from inference.screen import screen_files
 
 SIZE = (320, 240)  # registration needs photos a little larger than the other fixtures' 160x120
@@ -120,8 +120,7 @@ def test_another_ink_raises_the_colour_score_far_more_than_another_light(referen
         clean = photo(sample.path)
         prepared = [reference_predictor.prepare(image) for image in (relit(clean), recoloured(clean))]
         with torch.no_grad():
-            raw = model.raw_scores(torch.from_numpy(np.stack([p.array for p in prepared])),
-                                   torch.tensor([p.product for p in prepared]))
+            raw = model.raw_scores(*map(torch.from_numpy, stacked(prepared)))
         light_score, ink_score = raw[:, SCORES.index("colour")].tolist()
         assert ink_score > light_score + 1, sample.path.name
 

@@ -5,36 +5,47 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 from inference.calibration import calibrate
 from inference.images import ImageError
 from inference.layout import DataError, Sample, list_labelled, resolve_labelled
 from inference.metadata import ModelMetadata
-from inference.align import NotRecognised
-from inference.predictor import Predictor
+from inference.align import NotRecognised, Reference
+from inference.predictor import Predictor, Prepared, decode, prepare, stacked
+from inference.preprocess import PreprocessSpec
 from training.export import stamp_metadata
 
 
-def labelled_logits(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw logits and labels for labelled files, decoded and prepared exactly as in serving. Photos a
-    reference model does not recognise are left out: serving answers 'retake' for them, never a score."""
-    prepared, labels = [], []
-    for sample in samples:
+def prepared_samples(samples: list[Sample], spec: PreprocessSpec, references: Sequence[Reference] = (),
+                     progress: bool = False) -> tuple[list[Prepared], np.ndarray, int]:
+    """Labelled files decoded and prepared exactly as in serving -> (the prepared photos, their labels, how
+    many show none of a reference model's products: serving answers 'retake' for those, never a score).
+    DataError for a file that is not a readable image."""
+    prepared, labels, not_recognised = [], [], 0
+    for sample in tqdm(samples, desc="prepare", disable=not progress, leave=False):
         try:
-            prepared.append(predictor.prepare(predictor.load(sample.path.read_bytes()).image))
+            prepared.append(prepare(decode(sample.path.read_bytes(), spec).image, spec, references))
         except ImageError as exc:
             raise DataError(f"{sample.path}: {exc.message} (remove it, or run `counterfeit data check`)") from exc
         except NotRecognised:
+            not_recognised += 1
             continue
         labels.append(sample.label)
+    return prepared, np.array(labels, np.int64), not_recognised
+
+
+def labelled_logits(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and labels for labelled files; photos a reference model does not recognise are left out."""
+    prepared, labels, _ = prepared_samples(samples, predictor.spec, predictor.metadata.references)
     if not prepared:
         raise DataError("The model recognised none of the photos as one of its products: nothing to calibrate on.")
-    arrays, products = np.stack([p.array for p in prepared]), np.array([p.product for p in prepared])
-    return predictor.logits(arrays, products), np.array(labels)
+    return predictor.logits(*stacked(prepared)), labels
 
 
 def recalibrate(model: Path, data: Path, out: Path, target_precision: float | None = None) -> ModelMetadata:

@@ -32,6 +32,7 @@ from inference.predictor import (
     Predictor,
     decode,
     prepare,
+    stacked,
 )
 from training.checkpoint import load_checkpoint
 from training.data import PhotoDataset
@@ -153,7 +154,7 @@ def verification_images(samples: list[Sample], metadata: ModelMetadata,
             break
     if not prepared:
         raise ExportError("None of the verification photos shows one of the model's products: pass --images DIR.")
-    return np.stack([p.array for p in prepared]), np.array([p.product for p in prepared], np.int64)
+    return stacked(prepared)
 
 
 def export_checkpoint(checkpoint_path: Path, out: Path, images_root: Path | None = None) -> ModelMetadata:

@@ -1,5 +1,5 @@
 """The reference recipe, the default of `counterfeit train`: fit per-product statistics of registered
-genuine photos (training/reference_model.py), calibrate on val, export. About 2.2 minutes on 2 CPU
+genuine photos (training/reference_model.py), calibrate on val, export. About 3 minutes on 2 CPU
 cores for 480 photos of 3 products; no epochs, no gradient.
 
 1. Products: the product-line folders, each split into the sets of genuines that register to one another
@@ -10,7 +10,8 @@ cores for 480 photos of 3 products; no epochs, no gradient.
    keypoints found once per photo in step 1; one that lands on another folder's product, or on none, is
    left out and counted.
 3. Statistics per product, summed batch by batch over its registered photos (held as 8-bit images,
-   0.9 MB each at 640x480), then val: the fused score is standardised on the val genuines and mapped to
+   0.9 MB each at 640x480); for the colour check, the genuine print and the spread of what each photo's
+   own light fit leaves of it (_colour_statistics). Then val: the fused score is standardised on the val genuines and mapped to
    a logit (logistic fit on val), and temperature and thresholds are fitted on val exactly as for the
    classifier.
 """
@@ -30,7 +31,6 @@ from tqdm import tqdm
 
 from inference.align import (
     MIN_INLIERS,
-    NotRecognised,
     Reference,
     best_match,
     keypoints,
@@ -41,8 +41,9 @@ from inference.align import (
 from inference.calibration import calibrate
 from inference.layout import DataError, Sample, list_split
 from inference.metrics import roc_auc
-from inference.predictor import Prepared, decode, prepare, softmax_scores
+from inference.predictor import Prepared, decode, softmax_scores, stacked
 from inference.preprocess import letterbox, normalise
+from training.calibrate import prepared_samples
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.export import export_checkpoint
@@ -77,8 +78,8 @@ def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
     model = ReferenceModel(len(references), config.image_size, spec.mean, spec.std)
     _fit_statistics(model, dict(zip(groups, registered)), spec, progress)
     left_out = sum(len(frames) for frames in by_folder.values()) - sum(len(frames) for frames in registered)
-    val, val_left_out = _prepared(list_split(config.data, "val"), spec, references, progress)
-    calibration, metrics = _calibrate(model, val, config.target_precision)
+    val, labels, val_left_out = prepared_samples(list_split(config.data, "val"), spec, references, progress)
+    calibration, metrics = _calibrate(model, val, labels, config.target_precision)
     metrics.update(train_genuines_left_out=left_out, val_not_recognised=val_left_out,
                    products=list(groups))
     save_checkpoint(out / "checkpoint.pt", model, config, references=references_to_json(references),
@@ -88,16 +89,13 @@ def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
     return {"best": {"epoch": 1, **metrics}, "model": str(out / "model.onnx"), "version": metadata.version}
 
 
-def _decode(sample: Sample, spec) -> Image.Image:
-    return decode(sample.path.read_bytes(), spec).image
-
-
 def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[str, list[Image.Image]]:
     """Train genuines letterboxed to the model input (registration works in that frame), by product."""
     found: dict[str, list[Image.Image]] = {}
     for sample in tqdm(samples, desc="decode train genuines", disable=not progress, leave=False):
         if sample.label == 0:
-            found.setdefault(sample.product, []).append(letterbox(_decode(sample, spec), spec))
+            image = decode(sample.path.read_bytes(), spec).image
+            found.setdefault(sample.product, []).append(letterbox(image, spec))
     if not found:
         raise DataError("The train split has no genuine photos: the reference recipe learns from genuines.")
     return dict(sorted(found.items()))
@@ -196,10 +194,15 @@ def _batches(frames: list[Image.Image], spec) -> Iterator[torch.Tensor]:
         yield torch.from_numpy(np.stack([normalise(frame, spec) for frame in frames[start : start + BATCH]]))
 
 
+def _pixels(model: ReferenceModel, batch: torch.Tensor) -> torch.Tensor:
+    """2x2-averaged RGB of model inputs, as the graph reads them."""
+    return F.avg_pool2d(model.rgb(batch), PIXEL_POOL)
+
+
 def _product_statistics(model: ReferenceModel, index: int, frames: list[Image.Image], spec) -> None:
     raw = Moments()
     for batch in _batches(frames, spec):
-        raw.add(F.avg_pool2d(model.rgb(batch), PIXEL_POOL))
+        raw.add(_pixels(model, batch))
     spread = raw.std().mean(0)
     model.gain_mask[index] = (spread < spread.median()).float()
     model.scored[index] = (spread <= torch.quantile(spread.flatten(), SCORED_QUANTILE)).float()
@@ -207,9 +210,11 @@ def _product_statistics(model: ReferenceModel, index: int, frames: list[Image.Im
     model.light[index] = (raw.mean() * gain_mask).sum((1, 2)) / gain_mask.sum()
     features, pixels = Moments(), Moments()
     for batch in _batches(frames, spec):  # again, now that the light level to match is known
-        relit = model.relit(model.rgb(batch), torch.full((len(batch),), index))
-        features.add(model.features(relit))
-        pixels.add(F.avg_pool2d(relit, PIXEL_POOL))
+        rgb = model.rgb(batch)
+        pooled = F.avg_pool2d(rgb, PIXEL_POOL)
+        gain = model.gain(pooled, torch.full((len(batch),), index))
+        features.add(model.features(rgb * gain))
+        pixels.add(pooled * gain)
     model.feature_mean[index], model.feature_std[index] = features.mean(), features.std() + FEATURE_EPS
     model.pixel_mean[index], model.pixel_std[index] = pixels.mean(), pixels.std() + PIXEL_EPS
     _colour_statistics(model, index, raw, frames, spec)
@@ -236,7 +241,7 @@ def _colour_residuals(model: ReferenceModel, index: int, frames: list[Image.Imag
     moments = Moments()
     for batch in _batches(frames, spec):
         product = torch.full((len(batch),), index)
-        residual = model.colour_residual(F.avg_pool2d(model.rgb(batch), PIXEL_POOL), product)
+        residual = model.colour_residual(_pixels(model, batch), product)
         moments.add(window_means(residual, model.colour_scored[product].float())[0] if windowed else residual)
     return moments
 
@@ -276,27 +281,14 @@ class Moments:
         return variance.clamp_min(0).sqrt().float()
 
 
-def _prepared(samples: list[Sample], spec, references: list[Reference],
-              progress: bool) -> tuple[list[tuple[Prepared, int]], int]:
-    """Val photos as serving prepares them, with labels; -> (those recognised, how many were not)."""
-    prepared, not_recognised = [], 0
-    for sample in tqdm(samples, desc="register val", disable=not progress, leave=False):
-        try:
-            prepared.append((prepare(_decode(sample, spec), spec, references), sample.label))
-        except NotRecognised:
-            not_recognised += 1
-    return prepared, not_recognised
-
-
 @torch.no_grad()
-def _calibrate(model: ReferenceModel, val: list[tuple[Prepared, int]], target_precision: float) -> tuple[dict, dict]:
+def _calibrate(model: ReferenceModel, val: list[Prepared], labels: np.ndarray,
+               target_precision: float) -> tuple[dict, dict]:
     """Standardise the fused score on the val genuines, map it to a logit, fit temperature and thresholds."""
-    labels = np.array([label for _, label in val])
     if (labels == 0).sum() < 2 or (labels == 1).sum() < 1:
         raise DataError("The reference recipe calibrates on val: it needs at least 2 recognised genuine and 1 "
                         f"counterfeit val photos; it has {(labels == 0).sum()} and {(labels == 1).sum()}.")
-    raw = torch.cat([model.raw_scores(torch.from_numpy(np.stack([p.array for p, _ in val[i : i + BATCH]])),
-                                      torch.tensor([p.product for p, _ in val[i : i + BATCH]]))
+    raw = torch.cat([model.raw_scores(*map(torch.from_numpy, stacked(val[i : i + BATCH])))
                      for i in range(0, len(val), BATCH)])
     genuine = raw[torch.from_numpy(labels == 0)]
     model.centre.copy_(genuine.mean(0))

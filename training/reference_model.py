@@ -60,11 +60,12 @@ class ReferenceModel(nn.Module):
     def rgb(self, image: torch.Tensor) -> torch.Tensor:
         return image * self.input_std + self.input_mean
 
-    def relit(self, rgb: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
-        """Per-channel gain bringing the photo to the genuines' light level on the steady print."""
+    def gain(self, pixels: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 1, 1): the per-channel gain bringing a photo to the genuines' light level, read on the steady
+        print of its 2x2-averaged pixels."""
         mask = self.gain_mask[product].float().unsqueeze(1)  # (N, 1, h, w)
-        level = (F.avg_pool2d(rgb, PIXEL_POOL) * mask).sum((2, 3)) / mask.sum((2, 3)).clamp_min(1.0)
-        return rgb * (self.light[product] / (level + 1e-3)).unsqueeze(-1).unsqueeze(-1)
+        level = (pixels * mask).sum((2, 3)) / mask.sum((2, 3)).clamp_min(1.0)
+        return (self.light[product] / (level + 1e-3)).unsqueeze(-1).unsqueeze(-1)
 
     def colour_residual(self, pixels: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
         """What the photo's own light cannot explain of its 2x2-averaged pixels (N, 3, h2, w2)."""
@@ -75,15 +76,15 @@ class ReferenceModel(nn.Module):
         """-> ([feature z^2 (N, h8, w8), pixel z^2 (N, h2, w2), colour z^2 (N, h2, w2)], features); each map
         is zero off the print."""
         rgb = self.rgb(image)
-        colour_z = window_z(self.colour_residual(F.avg_pool2d(rgb, PIXEL_POOL), product),
-                            self.window_spread[product].float(), self.colour_scored[product].float())
-        rgb = self.relit(rgb, product)
-        features = self.features(rgb)
+        pixels = F.avg_pool2d(rgb, PIXEL_POOL)  # read by all three checks
+        colour_z = window_z(self.colour_residual(pixels, product), self.window_spread[product].float(),
+                            self.colour_scored[product].float())
+        gain = self.gain(pixels, product)
+        features = self.features(rgb * gain)
         feature_z = (((features - self.feature_mean[product].float()) / self.feature_std[product].float()) ** 2).mean(1)
         scored = self.scored[product].float()
         cells = F.max_pool2d(scored.unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)  # (N, h8, w8)
-        pixels = F.avg_pool2d(rgb, PIXEL_POOL)
-        pixel_z = (((pixels - self.pixel_mean[product].float()) / self.pixel_std[product].float()) ** 2).mean(1)
+        pixel_z = (((pixels * gain - self.pixel_mean[product].float()) / self.pixel_std[product].float()) ** 2).mean(1)
         return [feature_z * cells, pixel_z * scored, colour_z], features
 
     def raw_scores(self, image: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
