@@ -76,8 +76,8 @@ def _add_train(sub) -> None:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to a verified, self-describing ONNX file")
-    p.add_argument("checkpoint", type=Path, help="RUN/checkpoint.pt")
-    p.add_argument("--out", type=Path, required=True, help="MODEL.onnx to write")
+    p.add_argument("checkpoint", type=Path, help="a RUN folder (its checkpoint.pt) or a checkpoint file")
+    p.add_argument("--out", type=Path, help="MODEL.onnx to write (default: RUN/model.onnx)")
     p.add_argument("--images", type=Path, help="images to verify on (default: the run's DATA/val)")
     p.set_defaults(run=cmd_export)
 
@@ -112,7 +112,7 @@ def _add_calibrate(sub) -> None:
 
 
 def _add_data(sub) -> None:
-    data = sub.add_parser("data", help="data tools: `counterfeit data check DATA`")
+    data = sub.add_parser("data", help="data tools: `counterfeit data check DATA`, `counterfeit data real SRC OUT`")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=Parser)
     p = data_sub.add_parser("check", help="audit a DATA folder: broken files, duplicates and leaks, balance, "
                             "shortcuts (exit 0 clean, 1 errors, 2 bad arguments)")
@@ -121,6 +121,17 @@ def _add_data(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the findings as JSON instead of text")
     p.add_argument("--strict", action="store_true", help="warnings count as errors for the exit code")
     p.set_defaults(run=cmd_data_check)
+    from counterfeit.training_commands import cmd_data_real
+
+    about = ("build the real-photo benchmark: genuine phone photos of grocery packages and counterfeits made from "
+             "other photos of them by print-plausible edits (ink hue or lightness, reprint, font, logo, misspelling, "
+             "shifted element), in the DATA layout with manifest.csv, LICENSE and README.md")
+    p = data_sub.add_parser("real", help=about, description=about)
+    p.add_argument("src", type=Path, help="the Grocery Store Dataset's packages folder (holding dataset/ and LICENSE)")
+    p.add_argument("out", type=Path, help="DATA folder to create (must be new or empty)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the edits: the same seed writes the same files")
+    p.add_argument("--products", default="", help="only these products, comma-separated (default: all)")
+    p.set_defaults(run=cmd_data_real)
 
 
 def _add_evidence(sub) -> None:
@@ -157,7 +168,16 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model file on a labelled folder (default: DATA/test)")
     p.add_argument("data", type=Path, help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
     p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
-    p.add_argument("--report", type=Path, help="write DIR/metrics.json, DIR/report.html and its PNG plots")
+    p.add_argument("--report", type=Path, help="write DIR/metrics.json, DIR/report.html and its PNG plots "
+                   "(with --robustness: DIR/robustness.json)")
+    p.add_argument("--robustness", action="store_true",
+                   help="instead of the metrics, answer every photo unchanged and under benign changes (glare, "
+                   "sharpening, resizing, re-encoding, grayscale, white balance, exposure, rotation, mild motion "
+                   "blur, a finger or sticker, perspective, a curved surface) as the server would, quality gate "
+                   "included; print per change the genuines called counterfeit (goal <= 1%%) and the "
+                   "counterfeits still caught (goal: within 5 points of unchanged)")
+    p.add_argument("--changes", metavar="NAME,NAME",
+                   help="with --robustness: only these changes (default: all; an unknown name lists them)")
     p.set_defaults(run=cmd_evaluate)
 
 

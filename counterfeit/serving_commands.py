@@ -61,6 +61,8 @@ def cmd_evaluate(args) -> int:
     from inference.evaluate import evaluate_folder, write_report
     from inference.layout import DataError
 
+    if args.robustness or args.changes:
+        return _evaluate_robustness(args)
     predictor = _predictor(args.model)
     try:
         metrics = evaluate_folder(args.data, predictor)
@@ -73,6 +75,30 @@ def cmd_evaluate(args) -> int:
     if args.report:
         write_report(metrics, args.report)
         print(f"wrote {_html_report(metrics, args.report)}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_robustness(args) -> int:
+    from pydantic import ValidationError
+
+    from inference.layout import DataError, list_labelled, resolve_labelled
+    from inference.robustness import evaluate_robustness, format_table, parse_changes, write_report
+    from inference.settings import Settings
+
+    if not args.robustness:
+        raise CliError("--changes needs --robustness")
+    try:
+        changes = parse_changes(args.changes)
+        samples = list_labelled(resolve_labelled(args.data, "test"))
+        settings = Settings()  # the served quality gate: COUNTERFEIT_QUALITY_* as the server reads them
+    except ValidationError as exc:
+        raise CliError(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+    except (ValueError, DataError) as exc:
+        raise CliError(str(exc)) from exc
+    report = evaluate_robustness(samples, _predictor(args.model), settings, changes)
+    print(format_table(report))
+    if args.report:
+        print(f"wrote {write_report(report, args.report)}", file=sys.stderr)
     return 0
 
 

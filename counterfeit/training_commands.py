@@ -98,7 +98,7 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_train(args) -> int:
-    config_module, train = _training_module("config"), _training_module("train")
+    config_module, train, export = (_training_module(name) for name in ("config", "train", "export"))
     if args.resume is None and (args.data is None or args.out is None):
         raise CliError("give DATA and --out RUN to train, or --resume RUN to continue a run")
     args.out = args.out or args.resume
@@ -109,6 +109,9 @@ def cmd_train(args) -> int:
             config = train_config_from_args(args, config_module)
             config.extra["data_audit"] = audit_before_training(args.data, args.allow_data_errors)
         summary = train.fit(config, resume=args.resume is not None)
+    except export.ExportError as exc:
+        raise CliError(f"{exc} The fitted model is kept in {args.out}/checkpoint.pt: export it again with "
+                       f"`counterfeit export {args.out}` (--images DIR to verify on other photos).") from exc
     except KeyboardInterrupt:
         print(f"counterfeit train: interrupted; the last completed epoch is in {args.out}/last.pt and the best "
               f"in {args.out}/checkpoint.pt (export it with: counterfeit export {args.out}/checkpoint.pt "
@@ -122,13 +125,20 @@ def cmd_train(args) -> int:
     fitted = "reference model fitted" if config.recipe == "reference" else f"best epoch {best['epoch']}"
     print(f"{fitted}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
           f"wrote {summary['model']} (version {summary['version']})", file=sys.stderr)
+    for problem in summary.get("warnings", []):
+        print(f"warning: {problem}; the model card records this", file=sys.stderr)
     return 0
 
 
 def cmd_export(args) -> int:
     export = _training_module("export")
+    checkpoint = args.checkpoint / "checkpoint.pt" if args.checkpoint.is_dir() else args.checkpoint
+    if args.out is None:
+        if not args.checkpoint.is_dir():
+            raise CliError("give --out MODEL.onnx, or a RUN folder (its model.onnx is written)")
+        args.out = args.checkpoint / "model.onnx"
     try:
-        metadata = export.export_checkpoint(args.checkpoint, args.out, args.images)
+        metadata = export.export_checkpoint(checkpoint, args.out, args.images)
     except (ValueError, export.ExportError) as exc:
         raise CliError(str(exc)) from exc
     print(f"wrote {args.out} (version {metadata.version}), verified against torch", file=sys.stderr)
@@ -147,4 +157,19 @@ def cmd_calibrate(args) -> int:
         raise CliError(str(exc)) from exc
     print(f"wrote {args.out} (version {meta.version}): temperature {meta.temperature:.3f}, "
           f"thresholds low {meta.thresholds.low:.4f} high {meta.thresholds.high:.4f}", file=sys.stderr)
+    for problem in meta.metrics.get("warnings", []):
+        print(f"warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_data_real(args) -> int:
+    real = _training_module("real_benchmark")
+    products = [p.strip() for p in args.products.split(",") if p.strip()] or None
+    try:
+        summary = real.build(args.src, args.out, seed=args.seed, products=products, progress=True)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    counts = ", ".join(f"{split} {c['genuine']} genuine + {c['counterfeit']} counterfeit"
+                       for split, c in summary["counts"].items())
+    print(f"wrote {args.out}: {len(summary['products'])} products; {counts}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from inference.metadata import Thresholds
+from inference.metrics import roc_auc
 from inference.predictor import softmax_scores
 
 # log-spaced temperatures searched; 0.05..20 covers over- and under-confident nets by far.
@@ -66,3 +67,25 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, target_precision: float, p
     temperature = fit_temperature(logits, labels)
     scores = softmax_scores(logits, temperature, positive_index)
     return temperature, choose_thresholds(scores, labels, target_precision)
+
+
+def calibration_problems(logits: np.ndarray, labels: np.ndarray, temperature: float, thresholds: Thresholds,
+                         target_precision: float, positive_index: int = 1) -> list[str]:
+    """Plain sentences for what a calibration on val shows a user must know before trusting the model:
+    it separates nothing, its scores are stuck near 0.5, or one verdict can never be given. [] when none."""
+    scores = softmax_scores(logits, temperature, positive_index)
+    auc = roc_auc(scores, labels)
+    problems = []
+    if not auc >= 0.6:  # NaN too: one class missing means nothing was measured
+        problems.append(f"the model separates nothing on val: ROC-AUC {auc:.2f} (0.5 is chance)")
+    if temperature >= _TEMPERATURES[-1] * 0.999 or np.abs(scores - 0.5).max(initial=0) < 0.01:
+        problems.append(f"the calibrated scores all lie within {np.abs(scores - 0.5).max(initial=0):.2g} of 0.5 "
+                        f"(temperature {temperature:.3g}, the search's bound is {_TEMPERATURES[-1]:.0f}): the "
+                        "model has learned no usable signal")
+    if thresholds.high >= 1.0:
+        problems.append(f"no score reaches the target precision {target_precision} for counterfeit on val: the model "
+                        "will never answer 'counterfeit' (lower --target-precision, or add data)")
+    if thresholds.low <= 0.0:
+        problems.append(f"no score reaches the target precision {target_precision} for genuine on val: the model "
+                        "will never answer 'genuine' (lower --target-precision, or add data)")
+    return problems

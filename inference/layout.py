@@ -29,24 +29,25 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def list_split(root: str | Path, split: str) -> list[Sample]:
-    """All image files of DATA/split, sorted; a missing or empty split or class folder is a DataError."""
+def list_split(root: str | Path, split: str, optional: tuple[str, ...] = ()) -> list[Sample]:
+    """All image files of DATA/split, sorted; a missing or empty split or class folder is a DataError,
+    except for the classes named in `optional` (the reference recipe learns from genuines alone)."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise DataError(f"Missing split folder {split_dir}: expected {split_dir}/{{{','.join(CLASSES)}}}/...")
-    return list_labelled(split_dir)
+    return list_labelled(split_dir, optional)
 
 
-def list_labelled(folder: Path) -> list[Sample]:
-    """All images of a folder holding one sub-folder per class."""
-    missing = [folder / name for name in CLASSES if not (folder / name).is_dir()]
+def list_labelled(folder: Path, optional: tuple[str, ...] = ()) -> list[Sample]:
+    """All images of a folder holding one sub-folder per class (those in `optional` may be empty or absent)."""
+    missing = [folder / name for name in CLASSES if not (folder / name).is_dir() and name not in optional]
     if missing:
         raise DataError(f"Missing class folder {missing[0]}: put the {missing[0].name} photos there.")
     samples = []
     for label, name in enumerate(CLASSES):
         class_dir = folder / name
-        files = image_files(class_dir)
-        if not files:
+        files = image_files(class_dir) if class_dir.is_dir() else []
+        if not files and name not in optional:
             raise DataError(f"Empty class folder {class_dir}: it has no {'/'.join(IMAGE_SUFFIXES)} images.")
         samples += [Sample(path, label, _product_line(class_dir, path)) for path in files]
     return samples

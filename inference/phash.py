@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -23,6 +24,19 @@ CANDIDATE_BITS = 12
 MIN_THUMBNAIL_CORRELATION = 0.94
 THUMBNAIL_SIDE = 24
 HASH_SIDE = 32  # the grayscale thumbnail the DCT hash is computed on
+# 3. Same capture (the data audit only): two photos of one product taken alike, on a plain background, pass
+#    steps 1-2 (thumbnails 0.98 for a box moved by 8 px of 640), yet are different photos - a genuine and a
+#    counterfeit of one product are near-identical by nature. Fine detail tells them apart: the high-pass
+#    of grayscale copies at 128x128 (or the smaller photo's size; sigma 1.5 px at 128) correlates >= 0.80
+#    for re-encoded (q30), 1/3-size, rotated and mirrored copies of 640x480 photos and for a 3/4-size q60
+#    copy of a 160x120 one, and <= 0.62 for the same box moved by 6-8 px of 640 (0.74-0.79 at 4-6 px
+#    without turning, which count as the same capture). A crop is matched over zooms of 1-1.25 at every
+#    position: 5-11% crops >= 0.83, a crop of one photo against another photo taken alike <= 0.76.
+CAPTURE_SIDE = 128
+CAPTURE_SIGMA = 1.5
+MIN_CAPTURE_CORRELATION = 0.7
+MIN_CROP_CORRELATION = 0.8  # a crop's zoom and position also fit part of a new pose: more is asked
+MAX_CROP_ZOOM = 1.25
 # Anticlockwise rotations (np.rot90 steps, like PIL's ROTATE_90) of the image, then of its mirror image
 # (left-right): the order of dihedral_phashes().
 DIHEDRAL_NAMES = ("as is", "rotated 90°", "rotated 180°", "rotated 270°",
@@ -111,3 +125,38 @@ def _confirmed(phashes, thumbnails, first, second, min_correlation) -> list[tupl
         keep[chosen] = (turned * _unit_thumbnails(thumbnails[second[chosen]])).sum(axis=(1, 2, 3)) >= min_correlation
     return [(int(i), int(j), int(bits[k].min()), int(variants[k])) for k, i, j in
             zip(np.flatnonzero(keep), first[keep], second[keep])]
+
+
+def capture_detail(image: Image.Image, variant: int = 0, side: int = CAPTURE_SIDE) -> np.ndarray:
+    """(side, side) float32 grayscale of the image, turned by dihedral variant `variant`."""
+    gray = np.asarray(image.convert("L").resize((side, side), Image.Resampling.BOX), np.float32)
+    return np.ascontiguousarray(dihedral(gray, variant))
+
+
+def _high_pass(gray: np.ndarray, sigma: float) -> np.ndarray:
+    return gray - cv2.GaussianBlur(gray, (0, 0), sigma)
+
+
+def capture_correlation(first: np.ndarray, second: np.ndarray, cropped: bool = False) -> float:
+    """How well the fine detail of two equally sized capture_detail() copies matches: as they are, or
+    (cropped) when one is a crop of the other, zoomed 1-1.25 at any position. 1 for the same pixels."""
+    side = len(first)
+    sigma = CAPTURE_SIGMA * side / CAPTURE_SIDE
+    sizes = range(side + 1, round(MAX_CROP_ZOOM * side) + 1) if cropped else [side]  # a pixel of zoom a step
+    best = -1.0
+    for whole, part in ((first, second), (second, first)) if cropped else ((first, second),):
+        detail = _high_pass(part, sigma)
+        for size in sizes:
+            zoomed = whole if size == side else cv2.resize(whole, (size, size), interpolation=cv2.INTER_LINEAR)
+            best = max(best, float(cv2.matchTemplate(_high_pass(zoomed, sigma), detail, cv2.TM_CCOEFF_NORMED).max()))
+    return best
+
+
+def same_capture(first: Image.Image, second: Image.Image, variant: int) -> bool:
+    """Whether `second` is a copy of `first` turned by `variant` (re-encoded, resized, cropped), not another
+    photo of the same thing taken alike. Compared at the smaller photo's resolution (at most CAPTURE_SIDE):
+    upsampling a small copy would blur away the detail that identifies a capture."""
+    side = min(CAPTURE_SIDE, *first.size, *second.size)
+    first, second = capture_detail(first, variant, side), capture_detail(second, 0, side)
+    return (capture_correlation(first, second) >= MIN_CAPTURE_CORRELATION
+            or capture_correlation(first, second, cropped=True) >= MIN_CROP_CORRELATION)

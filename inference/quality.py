@@ -1,7 +1,8 @@
 """The photo-quality gate: is this photo good enough to judge? If not, say why and what to do.
 
 A confident verdict on a bad photo is worse than none, so the API answers "retake" instead of scoring a
-photo that is too small, blurry, too dark or overexposed.
+photo that is too small, blurry, too dark, overexposed, washed out by a reflection over the middle of the
+frame (glare), or black and white (grayscale: a counterfeit's wrong ink cannot be seen without colour).
 
 Every measure is taken on a grayscale copy no larger than WORKING_SIDE on its longer side, so it does not
 depend on the photo's resolution. WORKING_SIDE is the default model input's width: the server checks the
@@ -15,10 +16,16 @@ radius 3-6, exposure x0.15-0.25, exposure x3 (clipped), shrunk to 120x90. Every 
 degraded one fails for its own reason only, except that x3 on a dark-toned photo (mean luma under ~80)
 gives a normally exposed photo, which passes. The margins are in the comments of QualityThresholds
 (clean = worst clean photo, bad = worst degraded one); tests/test_quality.py repeats the check.
+
+Glare and grayscale were set on 1,180 real phone photos of grocery packages (../shared/real, 348x348, in
+supermarket light, many with white bottles and cartons and some with real reflections): none is retaken
+for either, and they are judged only on a normally exposed photo, because clipping and darkness alone
+drain colour and blow out highlights, and "too dark" / "overexposed" already say what to do then.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +35,11 @@ WORKING_SIDE = 320  # px, longer side of the grayscale copy the measures are tak
 CLIPPED_LEVEL = 250  # luma at or above this counts as blown out
 _FLAT = 1.0  # luma variance (levels^2) below which a frame is blank
 
-REASONS: tuple[str, ...] = ("too_small", "blurry", "too_dark", "overexposed")  # what check() measures
+# The middle of the frame, where the package's print is, as a share of each side kept: glare at the edges
+# (shelf lights, a white wall) hides nothing that is judged.
+CENTRE = 0.6
+
+REASONS: tuple[str, ...] = ("too_small", "blurry", "too_dark", "overexposed", "glare", "grayscale")  # check()
 NOT_RECOGNISED = "not_recognised"  # reference models only (inference/align.py): no product registered
 
 # Reason codes in the order they are reported, each with the problem and what the inspector should do.
@@ -37,6 +48,9 @@ _ADVICE: dict[str, tuple[str, str]] = {
     "blurry": ("blurry", "hold the phone still and tap to focus"),
     "too_dark": ("too dark", "add light or move to a brighter spot"),
     "overexposed": ("overexposed", "avoid direct light and glare on the package"),
+    "glare": ("washed out by a reflection that covers the label", "tilt the item or move away from the light"),
+    "grayscale": ("in black and white (no colour)",
+                  "send the colour photo or switch off the camera's black-and-white filter"),
     NOT_RECOGNISED: ("not recognised as one of the model's products",
                      "photograph the front of the package so that it fills most of the frame"),
 }
@@ -49,6 +63,14 @@ class QualityThresholds:
     min_brightness: float = 45.0  # mean luma 0..255; clean >= 48.5, darkened <= 42.1
     max_brightness: float = 200.0  # mean luma; clean <= 189.7, x3 of a photo of mean luma >= 100: >= 208
     max_clipped: float = 0.2  # share of luma >= CLIPPED_LEVEL; clean <= 0.124
+    # Largest connected blob of luma >= CLIPPED_LEVEL inside the CENTRE box, as a share of that box.
+    # Real photos <= 0.049 (white caps and cartons; 99th percentile 0.024); a lamp's reflection
+    # (inference/robustness.py `glare`) 0.045-0.24 (5th-95th percentile; half of them retaken); the same
+    # photos 0.4-0.7 EV brighter: 3% retaken, their white print blown out in the middle.
+    max_glare: float = 0.12
+    # 99th percentile of chroma max(|Cb-128|, |Cr-128|), levels 0..128: real photos >= 25, any
+    # black-and-white photo <= 1 (JPEG colour noise).
+    min_chroma: float = 4.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_brightness < self.max_brightness <= 255:
@@ -58,6 +80,10 @@ class QualityThresholds:
             )
         if not 0 <= self.max_clipped <= 1:
             raise ValueError(f"max_clipped is a share of pixels, 0..1; got {self.max_clipped}.")
+        if not 0 <= self.max_glare <= 1:
+            raise ValueError(f"max_glare is a share of the frame's centre, 0..1; got {self.max_glare}.")
+        if not 0 <= self.min_chroma <= 128:
+            raise ValueError(f"min_chroma is a chroma level, 0..128; got {self.min_chroma}.")
         if self.min_side < 0 or self.min_sharpness < 0:
             raise ValueError(f"min_side and min_sharpness must be >= 0; got {self.min_side}, {self.min_sharpness}.")
 
@@ -66,9 +92,10 @@ class QualityThresholds:
 class QualityReport:
     ok: bool
     reasons: tuple[str, ...]  # stable codes, in REASONS order: too_small, blurry, too_dark, overexposed,
-    # not_recognised
+    # glare, grayscale, not_recognised
     message: str  # one sentence for the person holding the phone
-    measures: dict  # sharpness, brightness, clipped (0..1) and min_side (px), as compared with the thresholds
+    measures: dict  # sharpness, brightness, clipped (0..1), glare (0..1), chroma (levels) and min_side (px),
+    # as compared with the thresholds
 
 
 def check(
@@ -93,6 +120,8 @@ def measure(image: Image.Image, original_size: tuple[int, int]) -> dict:
         "sharpness": round(sharpness(luma), 4),
         "brightness": round(float(luma.mean()), 2),
         "clipped": round(float(np.count_nonzero(luma >= CLIPPED_LEVEL)) / luma.size, 4),
+        "glare": round(glare(luma), 4),
+        "chroma": round(chroma(image), 2),
         "min_side": int(min(original_size)),
     }
 
@@ -122,6 +151,32 @@ def sharpness(luma: np.ndarray) -> float:
     return float(laplacian.var()) / contrast
 
 
+def glare(luma: np.ndarray) -> float:
+    """The largest 8-connected blob of blown-out luma inside the CENTRE box, as a share of that box: one
+    reflection over the print. Many small glints or a white label's bright patches add up to no big blob."""
+    import cv2  # only needed here and for registration: keeps `import inference.quality` light
+
+    height, width = luma.shape
+    top, left = round(height * (1 - CENTRE) / 2), round(width * (1 - CENTRE) / 2)
+    centre = luma[top : height - top, left : width - left]
+    if centre.size == 0:
+        return 0.0
+    blown = (centre >= CLIPPED_LEVEL).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(blown, connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+    return largest / centre.size
+
+
+def chroma(image: Image.Image) -> float:
+    """99th percentile of max(|Cb-128|, |Cr-128|) (levels 0..128) over the image shrunk like working_luma:
+    how much colour its most colourful 1% of pixels has. A black-and-white photo has none anywhere."""
+    # reduce() box-averages by a whole factor: 5x faster than resize() here, and a percentile does not
+    # need working_luma's exact size.
+    small = image.reduce(max(1, math.ceil(max(image.size) / WORKING_SIDE)))
+    cb, cr = (np.asarray(plane, dtype=np.int16) for plane in small.convert("YCbCr").split()[1:])
+    return float(np.percentile(np.maximum(np.abs(cb - 128), np.abs(cr - 128)), 99))
+
+
 def _reasons(measures: dict, thresholds: QualityThresholds) -> tuple[str, ...]:
     failed = {
         "too_small": measures["min_side"] < thresholds.min_side,
@@ -130,6 +185,11 @@ def _reasons(measures: dict, thresholds: QualityThresholds) -> tuple[str, ...]:
         "overexposed": (measures["brightness"] > thresholds.max_brightness
                         or measures["clipped"] > thresholds.max_clipped),
     }
+    # Judged on a normally exposed photo only: darkness drains colour and overexposure blows out whole
+    # areas, and the exposure reason already tells the inspector what to do.
+    exposed = not (failed["too_dark"] or failed["overexposed"])
+    failed["glare"] = exposed and measures["glare"] > thresholds.max_glare
+    failed["grayscale"] = exposed and measures["chroma"] < thresholds.min_chroma
     return tuple(reason for reason in REASONS if failed[reason])
 
 

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     quality_max_brightness: float = Field(QualityThresholds.max_brightness, description="Mean luma above: overexposed.")
     quality_max_clipped: float = Field(QualityThresholds.max_clipped, description="Share of blown-out pixels above: "
                                        "overexposed.")
+    quality_max_glare: float = Field(QualityThresholds.max_glare, description="Largest blown-out blob in the "
+                                     "frame's central 60% x 60%, as a share of it, above: glare.")
+    quality_min_chroma: float = Field(QualityThresholds.min_chroma, description="99th-percentile chroma (levels "
+                                      "0..128) below: grayscale.")
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -55,7 +59,8 @@ class Settings(BaseSettings):
         return QualityThresholds(
             min_side=self.quality_min_side, min_sharpness=self.quality_min_sharpness,
             min_brightness=self.quality_min_brightness, max_brightness=self.quality_max_brightness,
-            max_clipped=self.quality_max_clipped,
+            max_clipped=self.quality_max_clipped, max_glare=self.quality_max_glare,
+            min_chroma=self.quality_min_chroma,
         )
 
     @property

@@ -251,6 +251,63 @@ def test_near_duplicates_survive_rotation_mirroring_and_reencoding(synth_data, t
     assert name is None or audit_module.DIHEDRAL_NAMES[variant] == name
 
 
+def plain_background_photo(artwork: Image.Image, dx: int, dy: int, angle: float, seed: int) -> Image.Image:
+    """A box photographed on a plain grey background, as another generator makes them: every photo alike."""
+    rng = np.random.default_rng(seed)
+    frame = Image.new("RGB", (640, 480), (200, 200, 200))
+    box = artwork.convert("RGB").resize((300, 300 * artwork.height // artwork.width))
+    mask = Image.new("L", box.size, 255).rotate(angle, expand=True)
+    frame.paste(box.rotate(angle, expand=True), (170 + dx, 60 + dy), mask)
+    noisy = np.asarray(frame, np.float32) + rng.normal(0, 3, (480, 640, 3))  # sensor noise, levels
+    return Image.open(io.BytesIO(encode(Image.fromarray(noisy.clip(0, 255).astype(np.uint8)), "JPEG", quality=90)))
+
+
+@pytest.fixture(scope="module")
+def alike(synth_data, tmp_path_factory) -> tuple[Path, dict[str, str], AuditResult]:
+    """The synth set plus, on plain backgrounds, a genuine in train and a counterfeit of the same product in
+    test taken alike (moved 6-8 px, turned 0-1 deg): different photos. Plus a 5%-cropped copy of one of them
+    in val: a leak."""
+    from training.synth import counterfeit_artwork, make_product_design, render_artwork
+
+    root = tmp_path_factory.mktemp("alike") / "data"
+    shutil.copytree(synth_data, root)
+    design = make_product_design(0, 0)
+    fake = counterfeit_artwork(design, "colour", np.random.default_rng(2))
+    photos = {"train/genuine/product-a/plain-1.jpg": plain_background_photo(render_artwork(design), 0, 0, 0, 1),
+              "test/counterfeit/product-a/plain-2.jpg": plain_background_photo(fake, 8, 0, 0, 2),
+              "test/counterfeit/product-a/plain-3.jpg": plain_background_photo(fake, 6, 4, 1, 3)}
+    for name, photo in photos.items():
+        (root / name).write_bytes(encode(photo, "JPEG", quality=90))
+    cropped = photos["test/counterfeit/product-a/plain-3.jpg"].crop((16, 12, 624, 468)).resize((640, 480))
+    (root / "val/counterfeit/product-a/cropped.jpg").write_bytes(encode(cropped, "JPEG", quality=80))
+    return root, photos, audit(root, progress=False, workers=1)
+
+
+def test_photos_taken_alike_are_not_duplicates_but_a_crop_is(alike):
+    """Another generator's genuine and counterfeit photos of one product, on plain backgrounds, were called
+    'the same photo' (thumbnails 0.95-0.98 alike); only copies of one capture are duplicates."""
+    _, photos, result = alike
+    duplicates = [f for f in result.findings if f.check == "duplicates"]
+    assert [set(f.files) for f in duplicates] == [{"test/counterfeit/product-a/plain-3.jpg",
+                                                   "val/counterfeit/product-a/cropped.jpg"}]
+    assert "test and val" in duplicates[0].message or "val and test" in duplicates[0].message
+    assert result.stats["duplicates"]["alike_not_same_capture"] >= 2
+
+
+def test_same_capture_tells_copies_from_photos_taken_alike(synth_data):
+    from training.synth import make_product_design, render_artwork
+
+    photo = plain_background_photo(render_artwork(make_product_design(0, 0)), 0, 0, 0, 1)
+    reopened = lambda data: Image.open(io.BytesIO(data)).convert("RGB")  # noqa: E731
+    copies = [reopened(encode(photo, "JPEG", quality=30)), reopened(encode(photo.resize((213, 160)), "JPEG", quality=30)),
+              reopened(encode(photo.crop((32, 24, 608, 456)), "JPEG", quality=80))]
+    for copy in copies:
+        assert phash.same_capture(photo, copy, 0)
+    assert phash.same_capture(photo, photo.transpose(Image.Transpose.ROTATE_90), 1)
+    retaken = plain_background_photo(render_artwork(make_product_design(0, 0)), 8, 5, 1, 7)
+    assert not phash.same_capture(photo, retaken, 0)
+
+
 def test_popcount_without_numpy_bitwise_count(monkeypatch):
     values = np.array([0, 1, 0xFF, 2**63, 2**64 - 1], np.uint64)
     expected = [0, 1, 8, 1, 64]

@@ -65,3 +65,32 @@ def test_perfect_separation_gives_the_widest_decisions():
     labels = np.array([0, 0, 0, 1, 1, 1])
     thresholds = choose_thresholds(scores, labels, target_precision=0.99)
     assert (thresholds.low, thresholds.high) == (0.3, 0.7)
+
+
+def test_calibration_problems_say_plainly_what_val_shows():
+    from inference.calibration import calibration_problems
+    from inference.metadata import Thresholds
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 50)
+    separated = np.stack([np.zeros(100), 4.0 * (2 * labels - 1) + rng.normal(0, 1, 100)], 1)
+    temperature, thresholds = calibrate(separated, labels, 0.9)
+    assert calibration_problems(separated, labels, temperature, thresholds, 0.9) == []
+    # A model that learned nothing: its temperature runs to the bound and every score sits at 0.5.
+    noise = np.zeros((100, 2))
+    temperature, thresholds = calibrate(noise, labels, 0.99)
+    problems = calibration_problems(noise, labels, temperature, thresholds, 0.99)
+    assert any("separates nothing" in p for p in problems) and any("within" in p and "of 0.5" in p for p in problems)
+    assert any("never answer 'counterfeit'" in p for p in problems)
+    # Separated, but the counterfeit side cannot reach the target: that verdict can never be given.
+    high_never = calibration_problems(separated, labels, 1.0, Thresholds(low=0.2, high=1.0), 0.99)
+    assert high_never == ["no score reaches the target precision 0.99 for counterfeit on val: the model will "
+                          "never answer 'counterfeit' (lower --target-precision, or add data)"]
+
+
+def test_the_model_card_puts_warnings_first():
+    from training.model_card import _warning_lines
+
+    assert _warning_lines([]) == []
+    lines = _warning_lines(["the model separates nothing on val: ROC-AUC 0.50 (0.5 is chance)"])
+    assert lines[0].startswith("## Warnings") and lines[1] == "- **The model separates nothing on val: ROC-AUC 0.50 (0.5 is chance).**"

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from inference.images import load_image
-from inference.quality import REASONS, QualityThresholds, check
+from inference.quality import REASONS, QualityThresholds, advice, check
 
 MODEL_INPUT = (320, 240)
 
@@ -57,7 +57,19 @@ def degrade(image: Image.Image, reason: str, rng: np.random.Generator) -> Image.
         return scaled(image, rng.uniform(0.15, 0.25))
     if reason == "overexposed":
         return scaled(image, 3)
+    if reason == "glare":
+        return with_reflection(image, rng.uniform(100, 110), rng.uniform(70, 78))
+    if reason == "grayscale":
+        return image.convert("L")
     return image.resize((120, 90), Image.Resampling.LANCZOS)  # too_small
+
+
+def with_reflection(image: Image.Image, half_width: float, half_height: float) -> Image.Image:
+    """A lamp's blown-out reflection, soft-edged, in the middle of the photo (semi-axes in px)."""
+    mask = Image.new("L", image.size, 0)
+    cx, cy = image.width / 2, image.height / 2
+    ImageDraw.Draw(mask).ellipse((cx - half_width, cy - half_height, cx + half_width, cy + half_height), fill=255)
+    return Image.composite(Image.new("RGB", image.size, "white"), image, mask.filter(ImageFilter.GaussianBlur(6)))
 
 
 def test_clean_synth_photos_pass(clean_photos):
@@ -159,3 +171,65 @@ def test_check_is_fast(clean_photos):
         check(image, image.size)
         times.append(time.perf_counter() - start)
     assert sorted(times)[len(times) // 2] < 0.010
+
+
+def test_new_reasons_have_advice_an_inspector_can_act_on():
+    gray = check(*as_served(jpeg(Image.new("L", (640, 480)).convert("RGB"))))  # measures only
+    assert gray.measures["chroma"] == 0
+    assert advice(("grayscale",)) == ("The photo is in black and white (no colour): send the colour photo or "
+                                      "switch off the camera's black-and-white filter, then retake it.")
+    assert advice(("glare",)) == ("The photo is washed out by a reflection that covers the label: tilt the item "
+                                  "or move away from the light, then retake it.")
+
+
+def test_clean_photos_measure_colour_and_no_glare(clean_photos):
+    for data in clean_photos:
+        measures = check(*as_served(data)).measures
+        assert measures["chroma"] >= 4 * QualityThresholds().min_chroma, measures
+        assert measures["glare"] <= QualityThresholds().max_glare / 2, measures
+
+
+def test_grayscale_photo_as_a_colour_jpeg_is_retaken_too(clean_photos):
+    # A black-and-white filter's output saved as an ordinary 3-channel JPEG: the channels are equal.
+    photo = load_image(clean_photos[0]).image
+    report = check(*as_served(jpeg(photo.convert("L").convert("RGB"))))
+    assert report.reasons == ("grayscale",) and report.measures["chroma"] <= 1, report
+
+
+def test_small_glints_and_edge_glare_are_not_glare(clean_photos):
+    photo = load_image(clean_photos[1]).image
+    glints = photo.copy()
+    for x, y in [(200, 150), (420, 180), (300, 330), (250, 260), (390, 300)]:  # five 12 px glints, centre
+        glints.paste((255, 255, 255), (x, y, x + 12, y + 12))
+    corner = photo.copy()
+    corner.paste((255, 255, 255), (0, 0, 150, 110))  # a window in the corner, outside the central area
+    for image in (glints, corner):
+        report = check(*as_served(jpeg(image)))
+        assert "glare" not in report.reasons and report.measures["glare"] < 0.02, report.measures
+
+
+def test_glare_grows_with_the_reflection(clean_photos):
+    photo = load_image(clean_photos[2]).image
+    measured = [check(*as_served(jpeg(with_reflection(photo, w, w * 0.7)))).measures["glare"] for w in (30, 60, 110)]
+    assert measured[0] < measured[1] < measured[2]
+    assert measured[2] > QualityThresholds().max_glare > measured[0]
+
+
+def test_overexposure_is_reported_instead_of_glare_and_grayscale():
+    # A blown-out colourless frame is one problem, not three: the exposure reason says what to do.
+    pixels = np.full((240, 320, 3), 250, np.uint8)
+    pixels[::4, ::4] = 120  # dots of texture, so it is in focus; the blown-out rest is one blob
+    report = check(Image.fromarray(pixels), (640, 480))
+    assert report.reasons == ("overexposed",), report
+    assert report.measures["glare"] > 0.3 and report.measures["chroma"] == 0
+
+
+def test_new_thresholds_are_configurable_and_checked(clean_photos):
+    image, size = as_served(clean_photos[0])
+    measures = check(image, size).measures
+    assert check(image, size, QualityThresholds(min_chroma=measures["chroma"] + 1)).reasons == ("grayscale",)
+    assert check(image, size, QualityThresholds(max_glare=measures["glare"] - 1e-4)).reasons == ("glare",)
+    with pytest.raises(ValueError, match="max_glare"):
+        QualityThresholds(max_glare=1.5)
+    with pytest.raises(ValueError, match="min_chroma"):
+        QualityThresholds(min_chroma=-1)

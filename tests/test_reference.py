@@ -27,6 +27,9 @@ def reference_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference") / "synth"
     write_dataset(root, seed=2, products=2, n_train=24, n_val=16, n_test=8, holdout=["misspelling"],
                   image_size=SIZE, progress=False)
+    # The recipe learns from genuines alone: its train/counterfeit/ may be empty (it was a DataError).
+    for fake in (root / "train" / "counterfeit").rglob("*.jpg"):
+        fake.unlink()
     return root
 
 
@@ -50,8 +53,9 @@ def photo(path) -> Image.Image:
     return Image.open(path).convert("RGB")
 
 
-def test_the_model_file_carries_its_products_references(reference_run, reference_predictor):
+def test_the_model_file_carries_its_products_references(reference_data, reference_run, reference_predictor):
     run, summary = reference_run
+    assert not list((reference_data / "train" / "counterfeit").rglob("*.jpg"))  # fitted without any
     meta = reference_predictor.metadata
     assert reference_predictor.aligns and [r.product for r in meta.references] == ["product-a", "product-b"]
     assert meta.public()["products"] == ["product-a", "product-b"]
@@ -276,9 +280,23 @@ def test_products_are_found_by_registration_without_product_folders(reference_da
     from training.config import TrainConfig
     from training.reference import _genuines_by_product, registration_groups
 
-    genuines = [s for s in list_split(reference_data, "train") if s.label == 0]
+    genuines = [s for s in list_split(reference_data, "train", optional=("counterfeit",)) if s.label == 0]
     by_folder = _genuines_by_product([Sample(s.path, 0, "") for s in genuines], TrainConfig(image_size=SIZE)
                                      .preprocess_spec(), progress=False)
     groups, folders = registration_groups({"": [keypoints(frame) for frame in by_folder[""]]})
     assert sorted(groups) == ["product-1", "product-2"] and set(folders.values()) == {""}
     assert all(len({genuines[i].product for i in members}) == 1 for members in groups.values())
+
+
+def test_export_retries_from_a_run_folder(reference_run, tmp_path, run_cli):
+    """A failed export never loses the fit: `counterfeit export RUN` rebuilds RUN/model.onnx from its checkpoint."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(reference_run[0] / "checkpoint.pt", run / "checkpoint.pt")
+    code, _, err = run_cli("export", run)
+    assert code == 0 and "verified against torch" in err
+    assert Predictor(run / "model.onnx").metadata.version == Predictor(reference_run[0] / "model.onnx").metadata.version
+    code, _, err = run_cli("export", run / "checkpoint.pt")
+    assert code == 2 and "--out" in err

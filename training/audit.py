@@ -44,10 +44,12 @@ from inference.metrics import roc_auc
 from inference.phash import (
     CANDIDATE_BITS,
     DIHEDRAL_NAMES,
+    MIN_CAPTURE_CORRELATION,
     MIN_THUMBNAIL_CORRELATION,
     THUMBNAIL_SIDE,
     dihedral_phashes,
     near_duplicate_pairs,
+    same_capture,
 )
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -154,7 +156,7 @@ def audit(root: str | Path, *, progress: bool = True, workers: int | None = None
     facts = inspect_all(root, entries, progress=progress, workers=workers)
     inspected = time.perf_counter()
     findings = file_findings(root, splits, facts)
-    duplicates, duplicate_stats = duplicate_findings(entries, facts)
+    duplicates, duplicate_stats = duplicate_findings(root, entries, facts)
     deduplicated = time.perf_counter()
     balance, shape_stats = balance_findings(splits, entries, facts)
     shortcut, shortcut_stats = shortcut_findings(entries, facts)
@@ -172,8 +174,10 @@ def collect(root: Path) -> tuple[list[Entry], list[str]]:
     splits = [split for split in SPLITS if split in ("train", "val") or (root / split).is_dir()]
     entries = []
     for split in splits:
-        # list_split raises the project's DataError for a missing or empty split or class folder.
-        entries += [Entry(_relative(root, s.path), split, CLASSES[s.label]) for s in list_split(root, split)]
+        # list_split raises the project's DataError for a missing or empty split or class folder; train's
+        # counterfeits may be missing (the default reference recipe learns from genuines alone).
+        optional = (COUNTERFEIT,) if split == "train" else ()
+        entries += [Entry(_relative(root, s.path), split, CLASSES[s.label]) for s in list_split(root, split, optional)]
     return entries, splits
 
 
@@ -365,14 +369,15 @@ def _header_notes(facts: list[FileFacts]) -> list[Finding]:
 # --------------------------------------------------------------------------- check 2: duplicates
 
 
-def duplicate_findings(entries: list[Entry], facts: list[FileFacts]) -> tuple[list[Finding], dict]:
+def duplicate_findings(root: Path, entries: list[Entry], facts: list[FileFacts]) -> tuple[list[Finding], dict]:
     """Groups of identical or near-duplicate photos: across splits or labels an error, else a warning."""
     decoded = [i for i, f in enumerate(facts) if f.phashes]
     phashes = np.array([facts[i].phashes for i in decoded], np.uint64).reshape(len(decoded), 8)
     side = THUMBNAIL_SIDE
     thumbnails = np.frombuffer(b"".join(facts[i].thumbnail for i in decoded), np.uint8).reshape(-1, side, side, 3)
-    pairs = [(decoded[i], decoded[j], bits, variant)
-             for i, j, bits, variant in near_duplicate_pairs(phashes, thumbnails)]
+    similar = [(decoded[i], decoded[j], bits, variant)
+               for i, j, bits, variant in near_duplicate_pairs(phashes, thumbnails)]
+    pairs = _same_captures(root, facts, similar)
     found = {(i, j) for i, j, _, _ in pairs}
     pairs += [pair for pair in _identical_pairs(decoded, facts) if pair[:2] not in found]
     groups = _connected_groups(pairs)
@@ -382,10 +387,26 @@ def duplicate_findings(entries: list[Entry], facts: list[FileFacts]) -> tuple[li
         pairs_of[group_of[pair[0]]].append(pair)
     findings = [_group_finding(group, entries, facts, pairs_of[n]) for n, group in enumerate(groups)]
     stats = {"candidate_bits": CANDIDATE_BITS, "min_thumbnail_correlation": MIN_THUMBNAIL_CORRELATION,
-             "pairs": len(pairs), "groups": len(groups),
+             "min_capture_correlation": MIN_CAPTURE_CORRELATION,
+             "alike_not_same_capture": len(similar) - len(found), "pairs": len(pairs), "groups": len(groups),
              "identical_groups": sum(len({facts[i].sha256 for i in group}) == 1 for group in groups),
              "files_in_groups": len(group_of), "leaks": sum(f.severity == ERROR for f in findings)}
     return findings, stats
+
+
+def _same_captures(root: Path, facts: list[FileFacts], pairs: list[tuple[int, int, int, int]]):
+    """The near-duplicate pairs that are copies of one capture, not two photos taken alike (inference.phash
+    step 3). Only these few files are decoded again, as inspect_file decoded them."""
+    images: dict[int, Image.Image] = {}
+
+    def image(i: int) -> Image.Image:
+        if i not in images:
+            data = (root / facts[i].path).read_bytes()
+            images[i] = load_image(data, draft_to=(DECODE_SIDE, DECODE_SIDE)).image
+        return images[i]
+
+    return [pair for pair in pairs if facts[pair[0]].sha256 == facts[pair[1]].sha256
+            or same_capture(image(pair[0]), image(pair[1]), pair[3])]
 
 
 def _identical_pairs(decoded: list[int], facts: list[FileFacts]) -> list[tuple[int, int, int, int]]:
@@ -449,7 +470,10 @@ def balance_findings(splits: list[str], entries: list[Entry], facts: list[FileFa
     findings = [Finding("balance", INFO, f"Images per split: {summary}.")]
     for split, per_class in counts.items():
         small, large = sorted(per_class, key=per_class.get)
-        if per_class[small] * IMBALANCE_RATIO < per_class[large]:
+        if split == "train" and per_class[COUNTERFEIT] == 0:
+            findings.append(Finding("balance", INFO, "train has no counterfeits: the default reference recipe "
+                                    "learns from genuines alone; --recipe classifier needs both classes."))
+        elif per_class[small] * IMBALANCE_RATIO < per_class[large]:
             findings.append(Finding("balance", WARNING, f"{split} is imbalanced: {per_class[small]} {small} vs "
                                     f"{per_class[large]} {large} (under 1/{IMBALANCE_RATIO} of the other class)."))
     classes = _class_shapes(entries, facts)

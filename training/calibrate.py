@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from inference.calibration import calibrate
+from inference.calibration import calibrate, calibration_problems
 from inference.images import ImageError
 from inference.layout import DataError, Sample, list_labelled, resolve_labelled
 from inference.metadata import ModelMetadata
@@ -55,9 +55,11 @@ def recalibrate(model: Path, data: Path, out: Path, target_precision: float | No
     logits, labels = labelled_logits(predictor, samples)
     target = target_precision or predictor.metadata.train_config.get("target_precision", 0.99)
     temperature, thresholds = calibrate(logits, labels, target)
+    warnings = calibration_problems(logits, labels, temperature, thresholds, target)
+    metrics = {key: value for key, value in predictor.metadata.metrics.items() if key != "warnings"}
     metadata = replace(predictor.metadata, temperature=temperature, thresholds=thresholds,
-                       metrics={**predictor.metadata.metrics, "calibrated_on": str(data), "calibration_n": len(labels),
-                                "calibration_target_precision": target})
+                       metrics={**metrics, "calibrated_on": str(data), "calibration_n": len(labels),
+                                "calibration_target_precision": target, **({"warnings": warnings} if warnings else {})})
     proto = onnx.load_from_string(model.read_bytes())
     metadata = stamp_metadata(proto, metadata)
     tmp = out.with_name(out.name + ".tmp")

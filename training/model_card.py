@@ -57,6 +57,13 @@ def _reference_fit(config, best) -> list[str]:
             f"left out (not registered) {best.get('train_genuines_left_out')}"]
 
 
+def _warning_lines(warnings: list[str]) -> list[str]:
+    """What calibration on val found wrong, first, where nobody can miss it."""
+    if not warnings:
+        return []
+    return ["## Warnings: read before use", *(f"- **{w[0].upper()}{w[1:]}.**" for w in warnings), ""]
+
+
 def render(run: Path, purpose: str = "") -> str:
     meta = Predictor(run / "model.onnx").metadata
     config = meta.train_config
@@ -67,6 +74,7 @@ def render(run: Path, purpose: str = "") -> str:
         f"# Model card: {meta.name} (version {meta.version})",
         "",
         *([purpose, ""] if purpose else []),
+        *_warning_lines(meta.metrics.get("warnings", [])),
         "## Model",
         *(_reference_lines(meta) if meta.references else _classifier_lines(meta, config)),
         f"- Calibration: temperature {meta.temperature:.3f}; thresholds low {meta.thresholds.low:.4f}, "

@@ -11,7 +11,7 @@ cores for 480 photos of 3 products; no epochs, no gradient.
    left out and counted.
 3. Statistics per product, summed batch by batch over its registered photos (held as 8-bit images,
    0.9 MB each at 640x480); for the colour check, the genuine print and the spread of what each photo's
-   own light fit leaves of it (_colour_statistics). Then val: the fused score is standardised on the val genuines and mapped to
+   own light fit leaves of it (_colour_statistics), and the genuines' mean hue histogram (_hue_reference). Then val: the fused score is standardised on the val genuines and mapped to
    a logit (logistic fit on val), and temperature and thresholds are fitted on val exactly as for the
    classifier.
 """
@@ -38,7 +38,8 @@ from inference.align import (
     references_to_json,
     warp,
 )
-from inference.calibration import calibrate
+from inference.classes import COUNTERFEIT
+from inference.calibration import calibrate, calibration_problems
 from inference.layout import DataError, Sample, list_split
 from inference.metrics import roc_auc
 from inference.predictor import Prepared, decode, softmax_scores, stacked
@@ -67,7 +68,8 @@ def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
     out, spec = Path(config.out), config.preprocess_spec()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    by_folder = _genuines_by_product(list_split(config.data, "train"), spec, progress)
+    # Counterfeits are not needed to learn what genuine prints look like: train/counterfeit/ may be empty.
+    by_folder = _genuines_by_product(list_split(config.data, "train", optional=(COUNTERFEIT,)), spec, progress)
     described = {folder: [keypoints(frame) for frame in tqdm(frames, desc=f"keypoints {folder}".strip(),
                                                                disable=not progress, leave=False)]
                  for folder, frames in by_folder.items()}  # found once per photo, used by every step below
@@ -86,7 +88,8 @@ def fit_reference(config: TrainConfig, progress: bool = True) -> dict:
                     calibration=calibration, metrics=metrics)
     (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, **metrics}) + "\n")
     metadata = export_checkpoint(out / "checkpoint.pt", out / "model.onnx")
-    return {"best": {"epoch": 1, **metrics}, "model": str(out / "model.onnx"), "version": metadata.version}
+    return {"best": {"epoch": 1, **metrics}, "model": str(out / "model.onnx"), "version": metadata.version,
+            "warnings": metadata.metrics.get("warnings", [])}
 
 
 def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[str, list[Image.Image]]:
@@ -233,6 +236,15 @@ def _colour_statistics(model: ReferenceModel, index: int, raw: "Moments", frames
     on_print = model.print_mask[index] > 0
     model.colour_scored[index] = (on_print & (spread <= torch.quantile(spread[on_print], COLOUR_QUANTILE))).float()
     model.window_spread[index] = _colour_residuals(model, index, frames, spec, windowed=True).std()
+    model.hue_reference[index] = _hue_reference(model, index, frames, spec)
+
+
+def _hue_reference(model: ReferenceModel, index: int, frames: list[Image.Image], spec) -> torch.Tensor:
+    """The train genuines' mean hue histogram over the product's print (training/hue.py)."""
+    histograms = Moments()
+    for batch in _batches(frames, spec):
+        histograms.add(model.hue_histogram(_pixels(model, batch), torch.full((len(batch),), index)))
+    return histograms.mean()
 
 
 def _colour_residuals(model: ReferenceModel, index: int, frames: list[Image.Image], spec,
@@ -300,11 +312,12 @@ def _calibrate(model: ReferenceModel, val: list[Prepared], labels: np.ndarray,
     half = (scale * fused + shift) / 2
     logits = np.stack([-half, half], 1)  # what the graph computes (training/reference_model.py)
     temperature, thresholds = calibrate(logits, labels, target_precision)
+    warnings = calibration_problems(logits, labels, temperature, thresholds, target_precision)
     scores = softmax_scores(logits, temperature, 1)
     metrics = {"roc_auc": roc_auc(scores, labels), "accuracy": float(((scores >= 0.5) == labels).mean()),
                "loss": float(-np.mean(np.log(np.where(labels == 1, scores, 1 - scores).clip(1e-12)))),
                "val_n": int(len(labels))}
-    return {"temperature": temperature, "low": thresholds.low, "high": thresholds.high}, metrics
+    return {"temperature": temperature, "low": thresholds.low, "high": thresholds.high, "warnings": warnings}, metrics
 
 
 def logistic_fit(x: np.ndarray, labels: np.ndarray, steps: int = 50, ridge: float = 1e-3) -> tuple[float, float]:

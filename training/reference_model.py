@@ -12,9 +12,10 @@ Per product it holds statistics of the registered train genuines (no counterfeit
   fitted (`print_mask`), where the residual is read (`colour_scored`) and the genuines' spread of its
   window means (`window_spread`).
 For features and pixels a photo is first brought to the genuines' light level (a per-channel gain, read
-on the steady print); the colour check fits the photo's light itself. The photo's score is the largest
-squared z-score of each of the three, each standardised on the val genuines (log scale) and fused by max;
-`scale`/`shift` map it to a logit.
+on the steady print); the colour check fits the photo's light itself. The hue check compares the
+photo's hue histogram over the print with the genuines' (`hue_reference`, training/hue.py). The photo's
+score is the largest squared z-score of each of the three maps and the hue distance, each standardised on
+the val genuines (log scale) and fused by max; `scale`/`shift` map it to a logit.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.hue import HUE_BINS, bin_directions, hue_distance, hue_histogram
 from training.lite0 import FEATURE_CHANNELS, STRIDE, Lite0Features
 from training.photometric import fit_residual, light_basis, window_z
 
 PIXEL_POOL = 2  # pixel statistics on 2x2 means: a one-pixel registration error matters less
 FEATURE_EPS = 1e-3  # added to feature spreads (units of Lite0 activations)
 PIXEL_EPS = 0.02  # added to pixel spreads (fraction of full scale): JPEG and sensor noise
-SCORES = ("features", "pixels", "colour")  # the raw scores, in the order of `centre` and `spread`
+SCORES = ("features", "pixels", "colour", "hue")  # the raw scores, in the order of `centre` and `spread`
 
 
 class ReferenceModel(nn.Module):
@@ -51,6 +53,8 @@ class ReferenceModel(nn.Module):
                             ("window_spread", (3, *pixels)), ("colour_scored", pixels)):
             self.register_buffer(name, torch.ones(products, *shape, dtype=torch.float16))
         self.register_buffer("light", torch.ones(products, 3))
+        self.register_buffer("hue_reference", torch.full((products, HUE_BINS), 1 / HUE_BINS))  # genuines' mean
+        self.register_buffer("hue_directions", bin_directions(), persistent=False)
         self.register_buffer("light_basis", light_basis(*pixels), persistent=False)  # a function of the size
         self.register_buffer("centre", torch.zeros(len(SCORES)))  # of the val genuines' log scores
         self.register_buffer("spread", torch.ones(len(SCORES)))
@@ -72,11 +76,16 @@ class ReferenceModel(nn.Module):
         return fit_residual(pixels, self.template[product].float(), self.print_mask[product].float(),
                             self.light_basis)
 
+    def hue_histogram(self, pixels: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+        """(N, HUE_BINS): the hues of the 2x2-averaged pixels over the product's print (training/hue.py)."""
+        return hue_histogram(pixels, self.print_mask[product].float(), self.hue_directions)
+
     def z_maps(self, image: torch.Tensor, product: torch.Tensor):
-        """-> ([feature z^2 (N, h8, w8), pixel z^2 (N, h2, w2), colour z^2 (N, h2, w2)], features); each map
-        is zero off the print."""
+        """-> ([feature z^2 (N, h8, w8), pixel z^2 (N, h2, w2), colour z^2 (N, h2, w2)], features, hue
+        distance (N,)); each map is zero off the print."""
         rgb = self.rgb(image)
-        pixels = F.avg_pool2d(rgb, PIXEL_POOL)  # read by all three checks
+        pixels = F.avg_pool2d(rgb, PIXEL_POOL)  # read by all four checks
+        hue = hue_distance(self.hue_histogram(pixels, product), self.hue_reference[product])
         colour_z = window_z(self.colour_residual(pixels, product), self.window_spread[product].float(),
                             self.colour_scored[product].float())
         gain = self.gain(pixels, product)
@@ -85,16 +94,17 @@ class ReferenceModel(nn.Module):
         scored = self.scored[product].float()
         cells = F.max_pool2d(scored.unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)  # (N, h8, w8)
         pixel_z = (((pixels * gain - self.pixel_mean[product].float()) / self.pixel_std[product].float()) ** 2).mean(1)
-        return [feature_z * cells, pixel_z * scored, colour_z], features
+        return [feature_z * cells, pixel_z * scored, colour_z], features, hue
 
     def raw_scores(self, image: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
-        """(N, 3) log of the largest z^2 of each map, in the order of SCORES: what `centre`/`spread`
-        standardise."""
-        return _log_peaks(self.z_maps(image, product)[0])
+        """(N, 4) in the order of SCORES, what `centre`/`spread` standardise: the log of the largest z^2 of
+        each map, and the log of the hue distance."""
+        maps, _, hue = self.z_maps(image, product)
+        return _raw(maps, hue)
 
     def forward(self, image: torch.Tensor, product: torch.Tensor):
-        maps, features = self.z_maps(image, product)
-        fused = ((_log_peaks(maps) - self.centre) / self.spread).amax(1)
+        maps, features, hue = self.z_maps(image, product)
+        fused = ((_raw(maps, hue) - self.centre) / self.spread).amax(1)
         half = (self.scale * fused + self.shift) / 2  # softmax of (-half, half) = sigmoid(logit)
         pooled = features.mean((2, 3))
         embedding = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -107,6 +117,6 @@ class ReferenceModel(nn.Module):
         return torch.maximum(feature_z / self.centre[0].exp(), colour_cells / self.centre[2].exp())
 
 
-def _log_peaks(maps: list[torch.Tensor]) -> torch.Tensor:
-    peaks = torch.stack([z.flatten(1).amax(1) for z in maps], 1)
+def _raw(maps: list[torch.Tensor], hue: torch.Tensor) -> torch.Tensor:
+    peaks = torch.stack([*(z.flatten(1).amax(1) for z in maps), hue], 1)
     return torch.log(peaks.clamp_min(1e-6))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from inference.calibration import calibrate
+from inference.calibration import calibrate, calibration_problems
 from inference.metrics import roc_auc
 from training import distributed
 from training.checkpoint import save_checkpoint, unwrap
@@ -177,7 +177,8 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
         if not process.is_main:
             return {"best": best}
         metadata = export_checkpoint(out / "checkpoint.pt", out / "model.onnx")
-        return {"best": best, "model": str(out / "model.onnx"), "version": metadata.version}
+        return {"best": best, "model": str(out / "model.onnx"), "version": metadata.version,
+                "warnings": metadata.metrics.get("warnings", [])}
     finally:
         distributed.teardown(process)
 
@@ -257,7 +258,8 @@ def save_epoch(config: TrainConfig, loop: Loop, record: dict, best: dict, val_ou
                     loop=loop.state())
     if val_outputs is not None:
         temperature, thresholds = calibrate(*val_outputs, config.target_precision)
-        calibration = {"temperature": temperature, **thresholds.to_dict()}
+        calibration = {"temperature": temperature, **thresholds.to_dict(),
+                       "warnings": calibration_problems(*val_outputs, temperature, thresholds, config.target_precision)}
         save_checkpoint(out / "checkpoint.pt", loop.model, config, epoch=record["epoch"], metrics=record,
                         calibration=calibration)
 

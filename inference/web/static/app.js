@@ -40,7 +40,7 @@ const VERDICTS = {
   },
 };
 const REASONS = { too_small: "Too small", blurry: "Blurry", too_dark: "Too dark", overexposed: "Too bright",
-  not_recognised: "Not one of the model's products" };
+  glare: "Reflection on the label", grayscale: "No colour", not_recognised: "Not one of the model's products" };
 const OUTCOME_WORDS = { genuine: "Genuine", counterfeit: "Counterfeit", unknown: "Unknown" };
 
 const $ = (id) => document.getElementById(id);
