@@ -14,12 +14,13 @@ PORT ?= 8000
 DEMO_DATA := datasets/demo-synth
 DEMO_RUN  := runs/demo
 
-.PHONY: help install install-dev browser run test bench demo-model clean
+.PHONY: help install install-dev browser run test bench bench-real demo-model clean
 
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
 	@echo "make test         install everything (torch included) and run the tests"
 	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load"
+	@echo "make bench-real   the default recipe on real photos (../shared/real, when present): about 40 min"
 	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
 
 $(PY):
@@ -56,6 +57,10 @@ bench: install-dev
 	$(PY) bench/photos.py
 	$(PY) bench/server.py
 	$(PY) bench/similar.py
+
+# Real phone photos beside the project (development machines only): build, fit, answer, per product and kind.
+bench-real: install-dev
+	$(PY) bench/real_photos.py --robustness
 
 # The demo model: fixed seeds end to end, so the same commands rebuild it.
 demo-model: install-dev

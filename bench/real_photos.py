@@ -10,7 +10,8 @@
    RUN/real-report.json: per product, the genuines called counterfeit and undecided, the retakes, and the
    ROC-AUC of each kind of edit; for the unknown products, how many are answered retake (not recognised)
    and how many genuine. With --robustness, the benign photo changes too (`counterfeit evaluate
-   --robustness` on the test split).
+   --robustness`) on a sample of the test split: the first N genuines and N counterfeits of each product
+   (--per-product, default 4; 23 changes of every test photo would take hours on 2 cores).
 
 The real photos sit beside the project on development and CI machines only; without them this says so
 and exits 0. Run: .venv/bin/python bench/real_photos.py [--retrain] [--robustness]
@@ -158,6 +159,7 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "real-grocery")
     parser.add_argument("--retrain", action="store_true", help="fit again even when RUN/model.onnx exists")
     parser.add_argument("--robustness", action="store_true", help="also the benign photo changes (slow)")
+    parser.add_argument("--per-product", type=int, default=4, help="--robustness: photos of each class per product")
     args = parser.parse_args()
     if not (args.source / "dataset").is_dir():
         print(f"real photos not found at {args.source}: nothing measured (they sit beside the project on "
@@ -173,10 +175,30 @@ def main() -> int:
     (args.run / "real-report.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     print_tables(report)
     if args.robustness:
-        subprocess.run([sys.executable, "-m", "counterfeit", "evaluate", str(args.data), "--model",
-                        str(args.run / "model.onnx"), "--robustness", "--report", str(args.run / "report")], check=True)
+        sample = robustness_sample(samples, args.run / "robustness-sample", args.per_product)
+        subprocess.run([sys.executable, "-m", "counterfeit", "evaluate", str(sample), "--model",
+                        str(args.run / "model.onnx"), "--robustness", "--report", str(args.run / "robustness")],
+                       check=True)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def robustness_sample(samples: list[Sample], folder: Path, per_product: int) -> Path:
+    """A labelled folder of links: of each product, its first `per_product` genuines and `per_product`
+    counterfeits, each of another kind and another source photo, the kinds rotating across products."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    by_product = defaultdict(lambda: defaultdict(list))  # product -> kind ('' for genuine) -> samples
+    for sample in samples:
+        by_product[sample.product][sample.path.stem.rsplit("__", 1)[1] if sample.label else ""].append(sample)
+    chosen = []
+    for number, (product, by_kind) in enumerate(sorted(by_product.items())):
+        kinds = sorted(kind for kind in by_kind if kind)
+        chosen += by_kind[""][:per_product]
+        chosen += [by_kind[kinds[(number + i) % len(kinds)]][i % len(by_kind[kinds[(number + i) % len(kinds)]])]
+                   for i in range(per_product) if kinds]
+    for sample in chosen:
+        target = folder / ("counterfeit" if sample.label else "genuine") / sample.product / sample.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(sample.path.resolve())
+    return folder
