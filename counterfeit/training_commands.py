@@ -133,7 +133,7 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     export = _training_module("export")
     if not args.checkpoint.exists():
-        raise CliError(f"no such run folder or checkpoint: {args.checkpoint}")
+        raise CliError(f"Checkpoint not found: {args.checkpoint} (give a RUN folder or a checkpoint file)")
     checkpoint = args.checkpoint / "checkpoint.pt" if args.checkpoint.is_dir() else args.checkpoint
     if args.out is None:
         if not args.checkpoint.is_dir():
