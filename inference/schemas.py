@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from inference.quality import NOT_RECOGNISED, REASONS
+
 
 class ThresholdsOut(BaseModel):
     low: float = Field(description="genuine when score <= low")
@@ -25,7 +27,7 @@ class ImageInfo(BaseModel):
 
 class Quality(BaseModel):
     ok: bool
-    reasons: list[str] = Field(description="too_small | blurry | too_dark | overexposed | not_recognised")
+    reasons: list[str] = Field(description=" | ".join((*REASONS, NOT_RECOGNISED)))
     message: str = Field(description="what to do, for the person holding the phone")
     measures: dict[str, float]
 
