@@ -34,7 +34,7 @@ from inference.layout import Sample, list_labelled
 from inference.metrics import roc_auc
 from inference.predictor import Predictor
 from inference.quality import NOT_RECOGNISED
-from inference.robustness import RETAKE, Gate, judge
+from inference.robustness import RETAKE, Gate, judge, share
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT.parent / "shared" / "real" / "grocery-packages"
@@ -81,10 +81,6 @@ def kinds(data: Path) -> dict[str, str]:
         return {str((data / row["path"]).resolve()): row["kind"] for row in csv.DictReader(rows)}
 
 
-def _share(outcomes, verdict: str) -> float:
-    return sum(o.verdict == verdict for o in outcomes) / len(outcomes) if outcomes else float("nan")
-
-
 def _auc(genuine, fakes) -> float:
     scored = [o for o in [*genuine, *fakes] if o.score is not None]
     return roc_auc(np.array([o.score for o in scored]), np.array([o.label for o in scored]))
@@ -100,11 +96,11 @@ def product_rows(samples: list[Sample], outcomes: list, kind_of: dict[str, str])
     rows = {}
     for product, groups in sorted(by_product.items()):
         genuine = groups.pop(GENUINE, [])
-        rows[product] = {"genuines": len(genuine), "genuine_as_counterfeit": _share(genuine, COUNTERFEIT),
-                         "genuine_undecided": _share(genuine, INCONCLUSIVE), "genuine_retake": _share(genuine, RETAKE),
+        rows[product] = {"genuines": len(genuine), "genuine_as_counterfeit": share(genuine, COUNTERFEIT),
+                         "genuine_undecided": share(genuine, INCONCLUSIVE), "genuine_retake": share(genuine, RETAKE),
                          "recognised_as_itself": _recognised(genuine, product),
                          "auc": {kind: _auc(genuine, fakes) for kind, fakes in sorted(groups.items())},
-                         "caught": {kind: _share(fakes, COUNTERFEIT) for kind, fakes in sorted(groups.items())}}
+                         "caught": {kind: share(fakes, COUNTERFEIT) for kind, fakes in sorted(groups.items())}}
     return rows
 
 
@@ -125,8 +121,8 @@ def unknown_rows(source: Path, unknown: tuple[str, ...], predictor: Predictor) -
         outcomes = answers([Sample(path, 0, product) for path in files], predictor)
         rows[product] = {"photos": len(outcomes), "sister_of": SISTERS.get(product, ""),
                          "not_recognised": sum(NOT_RECOGNISED in o.reasons for o in outcomes) / max(len(outcomes), 1),
-                         "retake": _share(outcomes, RETAKE), "genuine": _share(outcomes, GENUINE),
-                         "counterfeit": _share(outcomes, COUNTERFEIT), "inconclusive": _share(outcomes, INCONCLUSIVE)}
+                         "retake": share(outcomes, RETAKE), "genuine": share(outcomes, GENUINE),
+                         "counterfeit": share(outcomes, COUNTERFEIT), "inconclusive": share(outcomes, INCONCLUSIVE)}
     return rows
 
 
@@ -202,3 +198,7 @@ def robustness_sample(samples: list[Sample], folder: Path, per_product: int) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(sample.path.resolve())
     return folder
+
+
+if __name__ == "__main__":
+    sys.exit(main())
