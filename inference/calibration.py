@@ -78,8 +78,9 @@ def calibration_problems(logits: np.ndarray, labels: np.ndarray, temperature: fl
     problems = []
     if not auc >= 0.6:  # NaN too: one class missing means nothing was measured
         problems.append(f"the model separates nothing on val: ROC-AUC {auc:.2f} (0.5 is chance)")
-    if temperature >= _TEMPERATURES[-1] * 0.999 or np.abs(scores - 0.5).max(initial=0) < 0.01:
-        problems.append(f"the calibrated scores all lie within {np.abs(scores - 0.5).max(initial=0):.2g} of 0.5 "
+    farthest = float(np.abs(scores - 0.5).max(initial=0))
+    if temperature >= _TEMPERATURES[-1] * 0.999 or farthest < 0.01:
+        problems.append(f"the calibrated scores all lie within {farthest:.2g} of 0.5 "
                         f"(temperature {temperature:.3g}, the search's bound is {_TEMPERATURES[-1]:.0f}): the "
                         "model has learned no usable signal")
     if thresholds.high >= 1.0:

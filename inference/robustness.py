@@ -30,7 +30,7 @@ from inference.layout import Sample
 from inference.metrics import roc_auc
 from inference.predictor import Predictor, Prepared, stacked
 from inference.quality import QualityThresholds
-from inference.service import _decode_and_prepare  # the service's own decode -> quality gate -> registration
+from inference.service import decode_and_prepare  # the service's own decode -> quality gate -> registration
 
 Change = Callable[[Image.Image, np.random.Generator], bytes]
 
@@ -415,7 +415,7 @@ def judge(samples: Sequence[Sample], photos: Sequence[bytes | Outcome], predicto
 
 def _gated(data: bytes, predictor: Predictor, gate) -> Prepared | Outcome:
     try:
-        _, quality, prepared = _decode_and_prepare(data, predictor, gate)
+        _, quality, prepared = decode_and_prepare(data, predictor, gate)
     except ImageError as exc:
         return Outcome(-1, ERROR, reasons=(exc.code,))
     return prepared if prepared is not None else Outcome(-1, RETAKE, reasons=quality.reasons)
@@ -447,17 +447,17 @@ def summarize(answers: Sequence[Outcome]) -> dict:
     reasons = Counter(reason for a in answers if a.verdict == RETAKE for reason in a.reasons)
     return {
         "n": len(answers),
-        "genuine_as_counterfeit": _share(genuine, COUNTERFEIT),
-        "genuine_inconclusive": _share(genuine, INCONCLUSIVE),
-        "retake": _share(answers, RETAKE),
+        "genuine_as_counterfeit": share(genuine, COUNTERFEIT),
+        "genuine_inconclusive": share(genuine, INCONCLUSIVE),
+        "retake": share(answers, RETAKE),
         "retake_reasons": dict(sorted(reasons.items())),
         "errors": sum(a.verdict == ERROR for a in answers),
-        "caught": _share(fake, COUNTERFEIT),
+        "caught": share(fake, COUNTERFEIT),
         "roc_auc": roc_auc(np.array([a.score for a in scored]), np.array([a.label for a in scored])),
     }
 
 
-def _share(answers: Sequence[Outcome], verdict: str) -> float:
+def share(answers: Sequence[Outcome], verdict: str) -> float:
     return sum(a.verdict == verdict for a in answers) / len(answers) if answers else float("nan")
 
 

@@ -50,7 +50,7 @@ def quality_fields(report: QualityReport) -> dict:
     return {**fields, "reasons": list(fields["reasons"])}
 
 
-def _decode_and_prepare(data: bytes, predictor: Predictor,
+def decode_and_prepare(data: bytes, predictor: Predictor,
                         settings: Settings) -> tuple[LoadedImage, QualityReport, Prepared | None]:
     """-> (the decoded photo, its quality, the model input or None when it must be retaken)."""
     loaded = predictor.load(data, settings.limits)
@@ -72,7 +72,7 @@ def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings:
 
 
 def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool):
-    loaded, quality, prepared = _decode_and_prepare(data, predictor, settings)
+    loaded, quality, prepared = decode_and_prepare(data, predictor, settings)
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
     if prepared is None:
         return Inspection(verdict=RETAKE, score=None, **answer), ForEvidence(decoded=loaded)
@@ -106,7 +106,7 @@ def _queue_one(index: int, data: bytes, ids: list[str] | None, predictor: Predic
     """Decode and check one photo and queue it for scoring; or its error / retake entry."""
     entry = {"index": index, "id": ids[index] if ids else None}
     try:
-        loaded, quality, prepared = _decode_and_prepare(data, predictor, settings)
+        loaded, quality, prepared = decode_and_prepare(data, predictor, settings)
     except ImageError as exc:
         return {**entry, "error": {"code": exc.code, "message": exc.message}}, None, None
     entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))

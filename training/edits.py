@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import cv2
 import numpy as np
 from PIL import Image
 
-from inference.align import Reference, _cv2, keypoints, match
+from inference.align import Reference, keypoints, match
 
 KINDS: tuple[str, ...] = ("hue", "lightness", "reprint", "font", "logo", "misspelling", "shift")
 
@@ -42,14 +43,12 @@ MIN_CHANGE = 1.0  # mean absolute change (0..255, per pixel of the edited window
 
 def _artwork_mask(artwork: np.ndarray) -> np.ndarray:
     """The artwork's printed (non-white) area, holes filled: uint8 0/255."""
-    cv2 = _cv2()
     printed = (artwork.min(axis=2) < ARTWORK_WHITE).astype(np.uint8) * 255
     printed = cv2.morphologyEx(printed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     return _largest_component(_fill_holes(printed))
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    cv2 = _cv2()
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(mask)
     cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
@@ -57,7 +56,6 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    cv2 = _cv2()
     count, labels, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(mask, dtype=np.uint8)
@@ -67,7 +65,6 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _plausible_homography(homography: np.ndarray, artwork_shape: tuple[int, int], photo_shape: tuple[int, int]) -> bool:
     """The artwork's outline must land as a convex, not mirrored, reasonably sized quadrilateral."""
-    cv2 = _cv2()
     h, w = artwork_shape
     corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]]).reshape(-1, 1, 2)
     try:
@@ -88,7 +85,6 @@ def _plausible_homography(homography: np.ndarray, artwork_shape: tuple[int, int]
 
 def _register_artwork(photo: np.ndarray, artwork: np.ndarray) -> np.ndarray | None:
     """The registered face of the artwork's print warped onto the photo, or None when registration fails."""
-    cv2 = _cv2()
     # The web shop's artwork is small (~198 px, the carton ~60 px wide): upsampled 2x it gives SIFT about
     # twice as many matches (77% of photos reach MIN_INLIERS, against 55% at its own size).
     artwork = cv2.resize(artwork, None, fx=ARTWORK_UPSAMPLE, fy=ARTWORK_UPSAMPLE, interpolation=cv2.INTER_CUBIC)
@@ -130,7 +126,6 @@ DISAGREE_MIN_AREA = 0.01  # share of the registered print: smaller disagreeing s
 def _disagreement(photo: np.ndarray, art: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Where the registered print is hidden (a hand, glare) or is not the face the artwork shows (the side
     of a carton): large blobs where photo and warped artwork differ after a fitted change of light."""
-    cv2 = _cv2()
     sigma = 2.5  # pixels: blurs away small misregistration and JPEG detail before comparing
     lab_photo = cv2.cvtColor(cv2.GaussianBlur(photo, (0, 0), sigma).astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
     lab_art = cv2.cvtColor(cv2.GaussianBlur(art, (0, 0), sigma).astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
@@ -159,7 +154,6 @@ def _palette_likeness(photo: np.ndarray, artwork: np.ndarray | None) -> np.ndarr
     """0..1 per pixel: how much more common its colour is in the artwork's print than in the photo as a
     whole (ratio histogram back-projection over coarse CIE Lab bins, smoothed): the shelf and the hand
     score low unless they share the print's inks. All ones without an artwork."""
-    cv2 = _cv2()
     if artwork is None:
         return np.ones(photo.shape[:2], np.float32)
 
@@ -186,7 +180,6 @@ def _grabcut(photo: np.ndarray, artwork: np.ndarray | None) -> np.ndarray:
     aim point sure foreground; the result is cut to the rectangle, to the print's colours and, when the
     print has no skin-like colours, away from the holding hand. Conservative: it may miss part of the
     package, so that an edit does not land on the shelf."""
-    cv2 = _cv2()
     height, width = photo.shape[:2]
     like = _palette_likeness(photo, artwork)
     box = np.zeros((height, width), bool)
@@ -236,7 +229,7 @@ SKIN_SHARE_MAX = 0.05  # a print with more skin-like colour than this (cream, pe
 
 
 def _skin_like(rgb: np.ndarray) -> np.ndarray:
-    ycrcb = _cv2().cvtColor(rgb, _cv2().COLOR_RGB2YCrCb)
+    ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
     return ((ycrcb[..., 1] >= SKIN_CR[0]) & (ycrcb[..., 1] <= SKIN_CR[1]) & (ycrcb[..., 2] >= SKIN_CB[0])
             & (ycrcb[..., 2] <= SKIN_CB[1]) & (ycrcb[..., 0] >= 40))
 
@@ -249,7 +242,6 @@ def _skin_share(artwork: np.ndarray) -> float:
 
 def _skin(photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The holding hand: large skin-coloured blobs that reach the mask's outline (a hand enters the frame)."""
-    cv2 = _cv2()
     # Grey-world white balance first: under a shop's warm light a white carton has the chroma of skin.
     means = photo.reshape(-1, 3).astype(np.float32).mean(axis=0) + 1e-3
     balanced = np.clip(photo.astype(np.float32) * (means.mean() / means), 0, 255).astype(np.uint8)
@@ -288,7 +280,6 @@ def package_region(photo: Image.Image, artwork: Image.Image | None = None) -> tu
 
 def _package_alpha(mask: np.ndarray) -> np.ndarray:
     """Blend weight 0..1: 1 well inside the package, falling softly to 0 at EDGE_ERODE px inside, 0 outside."""
-    cv2 = _cv2()
     inside = (np.asarray(mask) > 0).astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EDGE_ERODE + 1, 2 * EDGE_ERODE + 1))
     eroded = cv2.erode(inside, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
@@ -318,11 +309,11 @@ def _check_inputs(photo: Image.Image, mask: np.ndarray) -> tuple[np.ndarray, np.
 
 def _hsv(pixels: np.ndarray) -> np.ndarray:
     """Float HSV: H in degrees 0..360, S and V in 0..1."""
-    return _cv2().cvtColor(pixels.astype(np.float32) / 255, _cv2().COLOR_RGB2HSV)
+    return cv2.cvtColor(pixels.astype(np.float32) / 255, cv2.COLOR_RGB2HSV)
 
 
 def _rgb(hsv: np.ndarray) -> np.ndarray:
-    return np.clip(_cv2().cvtColor(hsv.astype(np.float32), _cv2().COLOR_HSV2RGB) * 255, 0, 255)
+    return np.clip(cv2.cvtColor(hsv.astype(np.float32), cv2.COLOR_HSV2RGB) * 255, 0, 255)
 
 
 # --------------------------------------------------------------------------- ink: hue and lightness
@@ -387,7 +378,6 @@ def edit_reprint(photo: Image.Image, mask: np.ndarray, rng: np.random.Generator)
     """The whole print reproduced from a copy: detail lost (down/up-sampling by 1.8-2.6x, blur sigma
     0.4-0.7 px), a halftone screen (period 2.5-3.5 px, 4-7% contrast), inks posterised to 20-32 levels and
     8-15% less saturated (a smaller gamut)."""
-    cv2 = _cv2()
     pixels, mask = _check_inputs(photo, mask)
     alpha = _package_alpha(mask)
     height, width = pixels.shape[:2]
@@ -416,7 +406,6 @@ def edit_reprint(photo: Image.Image, mask: np.ndarray, rng: np.random.Generator)
 def _upright(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """Affine photo -> canvas that turns the package's long axis vertical (printed text then runs level);
     the identity when the package is not clearly elongated or already within 3 degrees of upright."""
-    cv2 = _cv2()
     height, width = mask.shape
     moments = cv2.moments((mask > 0).astype(np.uint8), binaryImage=True)
     identity = np.float32([[1, 0, 0], [0, 1, 0]])
@@ -443,7 +432,6 @@ def _upright(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 def _local_edit(photo: Image.Image, mask: np.ndarray, rng: np.random.Generator, operation) -> Image.Image:
     """Run `operation(upright pixels float32, upright mask, package size, rng) -> (edited, weight)` in the
     upright frame; its change (times its weight) is turned back onto the photo inside the package."""
-    cv2 = _cv2()
     pixels, mask = _check_inputs(photo, mask)
     alpha = _package_alpha(mask)
     transform, size = _upright(mask)
@@ -475,7 +463,6 @@ def _soft_box(shape: tuple[int, int], box: tuple[int, int, int, int], feather: f
 
 def _strokes(gray: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
     """-> (dark strokes, light strokes), float 0..255: black-hat and top-hat at glyph-stroke scale."""
-    cv2 = _cv2()
     k = max(5, int(round(0.05 * size)) | 1)  # strokes up to ~5% of the package size (a few pixels)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     return cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel), cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel)
@@ -493,7 +480,6 @@ def _dark_text(gray: np.ndarray) -> bool:
 def _windows(mask_alpha: np.ndarray, w: int, h: int, score: np.ndarray) -> list:
     """Boxes (x, y, w, h) on a half-box grid lying inside the package, with the sum of `score` over each,
     best first."""
-    cv2 = _cv2()
     height, width = mask_alpha.shape
     w, h = max(3, min(w, width)), max(3, min(h, height))
     inside = cv2.integral((mask_alpha > 0.9).astype(np.float32))
@@ -538,7 +524,6 @@ def _overlap(a, b) -> float:
 def _text_windows(upright: np.ndarray, alpha: np.ndarray, size: float) -> list:
     """Text-like boxes first (many small high-contrast strokes: glyph-sized components of the stroke map),
     then the most contrasted boxes as a fallback for a package with no legible text at this resolution."""
-    cv2 = _cv2()
     gray = cv2.cvtColor(upright.astype(np.uint8), cv2.COLOR_RGB2GRAY)
     dark, light = _strokes(gray, size)
     glyphs = np.zeros(gray.shape, np.float32)
@@ -581,7 +566,6 @@ def _try_windows(upright, windows, rng, change_in_box):
 def edit_font(photo: Image.Image, mask: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """A substituted typeface: in a text-like window the strokes are made bolder or thinner by 0.5-1 px of
     the photo (grey-level morphology at 4x resolution), like a face one weight off the genuine one."""
-    cv2 = _cv2()
 
     def operation(upright, mask_u, alpha, size, rng):
         bolder = bool(rng.random() < 0.5)
@@ -622,7 +606,6 @@ def _glyph_line(strokes: np.ndarray, window: tuple[int, int, int, int]) -> tuple
     ((top, bottom) rows, glyph column spans sorted left to right); glyphs are whole stroke components
     (also where they reach past the window), merged where their columns overlap (a letter and its dots).
     None when no line of at least three glyphs is found."""
-    cv2 = _cv2()
     x, y, w, h = window
     count, _, stats, centres = cv2.connectedComponentsWithStats(strokes.astype(np.uint8), connectivity=8)
     boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, count)
@@ -654,7 +637,6 @@ def _deskew_angle(strokes: np.ndarray) -> float:
     """Degrees to rotate a patch (counter-clockwise on screen) so that its text runs level: the angle,
     in 3-degree steps within 45 degrees, whose horizontal projection of the strokes is most peaked (text
     turned further is left alone: a stack of short lines would pass for a line of glyphs)."""
-    cv2 = _cv2()
     height, width = strokes.shape
     centre = (width / 2, height / 2)
     values = strokes.astype(np.float32)
@@ -673,7 +655,6 @@ def _swap_glyphs(patch: np.ndarray, strokes: np.ndarray, window: tuple[int, int,
     """In a level text patch: two adjacent glyphs of the densest line inside `window` swapped (or the left
     one printed again over the right one when their widths are within 30%); with `slices`, two glyph-wide
     column slices of the line instead. None when no pair changes the print."""
-    cv2 = _cv2()
     x, y, w, h = window
     options = []
     if not slices:
@@ -715,7 +696,6 @@ def edit_misspelling(photo: Image.Image, mask: np.ndarray, rng: np.random.Genera
     neighbour of about the same width. The text-like window is levelled first (projection-profile
     deskew); glyphs are the stroke components of its densest line (two glyph-wide slices, 0.55x the line
     height, when none separate)."""
-    cv2 = _cv2()
 
     def operation(upright, mask_u, alpha, size, rng):
         gray = cv2.cvtColor(upright.astype(np.uint8), cv2.COLOR_RGB2GRAY)
@@ -763,7 +743,6 @@ def edit_misspelling(photo: Image.Image, mask: np.ndarray, rng: np.random.Genera
 def edit_logo(photo: Image.Image, mask: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """A redrawn logo: a distinctive element in a plainer surround (see _element_windows) reshaped about
     its centre by scaling 4-8%, rotating 3-6 degrees and skewing 3-6%."""
-    cv2 = _cv2()
 
     def operation(upright, mask_u, alpha, size, rng):
         scale = 1 + float(rng.uniform(0.04, 0.08) * rng.choice([-1, 1]))
@@ -804,7 +783,6 @@ def _element_windows(upright: np.ndarray, alpha: np.ndarray, size: float,
     ranked by contrast x isolation: the mean gradient energy inside times its share of itself plus
     RING_WEIGHT times that along a 2-px ring just outside, over boxes of 12-30% of the package size in a
     few shapes (`aspects`), so that cutting one out cuts through little else."""
-    cv2 = _cv2()
     lab = cv2.cvtColor(upright.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
     energy = sum(np.abs(cv2.Sobel(lab[..., c], cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(lab[..., c], cv2.CV_32F, 0, 1))
                  for c in range(3))
@@ -839,7 +817,6 @@ def edit_shift(photo: Image.Image, mask: np.ndarray, rng: np.random.Generator) -
     """A misplaced element: a whole printed element (a word, a logo) moved 3-6% of the package size along
     one of the package's axes, over its ground; where it was, the ground is filled in from its
     surroundings (inpainting)."""
-    cv2 = _cv2()
 
     def operation(upright, mask_u, alpha, size, rng):
         distance = max(2, int(round(float(rng.uniform(0.03, 0.06)) * size)))  # pixels of the photo

@@ -28,12 +28,13 @@ import shutil
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
 from training.edits import EDITS, KINDS, package_region
+from training.synth import with_progress
 
 SPLITS = ("train", "val", "test")
 TO_VAL = 6  # the last this many source train photos of each product (by name) join its val pool
@@ -167,16 +168,6 @@ def _val_name(root: Path, path: Path, kind: str = "") -> str:
     return f"{split}-{path.stem}{'__' + kind if kind else ''}.jpg"
 
 
-def _progress(items: list, enabled: bool, label: str) -> Iterable:
-    if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc=label, unit="product")
-
-
 def build(src: str | Path, out: str | Path, seed: int = 0, products: Sequence[str] | None = None,
           progress: bool = False) -> dict:
     """Write the benchmark to OUT (a new or empty folder) from the dataset at SRC; -> a summary dict.
@@ -204,7 +195,8 @@ def build(src: str | Path, out: str | Path, seed: int = 0, products: Sequence[st
     try:
         writer = _Writer(partial, root)
         (partial / "train" / "counterfeit").mkdir(parents=True)
-        for product, category, train, pool, test in _progress(plan, progress, f"real benchmark {out.name}"):
+        products_planned = with_progress(plan, progress, f"real benchmark {out.name}", unit="product")
+        for product, category, train, pool, test in products_planned:
             artwork = _artwork(root, category, product)
             cycle = zlib.crc32(product.encode()) % len(KINDS)  # each product starts the kinds elsewhere
             for path in train:

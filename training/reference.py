@@ -11,9 +11,9 @@ cores for 480 photos of 3 products; no epochs, no gradient.
    left out and counted.
 3. Statistics per product, summed batch by batch over its registered photos (held as 8-bit images,
    0.9 MB each at 640x480); for the colour check, the genuine print and the spread of what each photo's
-   own light fit leaves of it (_colour_statistics), and the genuines' mean hue histogram (_hue_reference). Then val: the fused score is standardised on the val genuines and mapped to
-   a logit (logistic fit on val), and temperature and thresholds are fitted on val exactly as for the
-   classifier.
+   own light fit leaves of it (_colour_statistics), and the genuines' mean hue histogram
+   (_hue_reference). Then val: the fused score is standardised on the val genuines and mapped to a logit
+   (logistic fit on val), and temperature and thresholds are fitted on val exactly as for the classifier.
 """
 
 from __future__ import annotations

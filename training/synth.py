@@ -960,14 +960,15 @@ def _plan_dataset(seed: int, products: int, sizes: dict[str, int], held: tuple[s
     return jobs
 
 
-def _with_progress(jobs: list[ImageJob], enabled: bool, label: str):
+def with_progress(items: list, enabled: bool, label: str, unit: str = "img"):
+    """`items` with a tqdm progress bar when enabled and tqdm is installed, else as they are."""
     if not enabled:
-        return jobs
+        return items
     try:
         from tqdm import tqdm
     except ImportError:
-        return jobs
-    return tqdm(jobs, desc=label, unit="img")
+        return items
+    return tqdm(items, desc=label, unit=unit)
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
@@ -1019,7 +1020,7 @@ def _write_images(root: Path, seed: int, jobs, designs, frame, progress: bool, n
     rows = []
     # The pool is started before the progress bar, whose monitor thread should not be forked.
     with _rendered_images(seed, jobs, designs, frame) as results:
-        for job, (data, quality) in zip(_with_progress(jobs, progress, f"synth {name}"), results):
+        for job, (data, quality) in zip(with_progress(jobs, progress, f"synth {name}"), results):
             target = root / job.relative_path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
