@@ -19,7 +19,7 @@ DEMO_RUN  := runs/demo
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
 	@echo "make test         install everything (torch included) and run the tests"
-	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load"
+	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load, memory"
 	@echo "make bench-real   the default recipe on real photos (../shared/real, when present): about 40 min"
 	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
 
@@ -44,8 +44,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium chromium-driver; }
 
+# HOST and PORT reach the server only when given on make's command line (make run PORT=8001): otherwise
+# COUNTERFEIT_HOST, COUNTERFEIT_PORT and .env decide, as for `counterfeit serve` itself.
+SERVE_ARGS := $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
+              $(if $(filter command line,$(origin PORT)),--port $(PORT))
+
 run: install
-	$(BIN)/counterfeit serve --host $(HOST) --port $(PORT)
+	@echo "The command line: $(BIN)/counterfeit (or \`source $(VENV)/bin/activate\` first). Ctrl-C stops the server."
+	$(BIN)/counterfeit serve $(strip $(SERVE_ARGS))
 
 test: install-dev browser
 	$(PY) -m pytest -q
@@ -57,6 +63,7 @@ bench: install-dev
 	$(PY) bench/photos.py
 	$(PY) bench/server.py
 	$(PY) bench/similar.py
+	$(PY) bench/memory.py
 
 # Real phone photos beside the project (development machines only): build, fit, answer, per product and kind.
 bench-real: install-dev

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from pathlib import Path
 
+from counterfeit import __version__
 from counterfeit.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from counterfeit.evidence_commands import (
     cmd_evidence_export,
+    cmd_evidence_head,
     cmd_evidence_to_dataset,
     cmd_evidence_verify,
 )
@@ -32,8 +35,40 @@ from counterfeit.training_commands import (
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse, with one actionable line per error that names the help of the command at fault."""
+
+    has_commands = False  # True once sub-commands are added: only a command's own parser knows its options
+
     def error(self, message: str):  # argparse prints usage + message; we print one actionable line
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def add_subparsers(self, **kwargs):
+        self.has_commands = True
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # A sub-command's unknown option is reported by that sub-command, so the error points to
+        # `counterfeit train --help` rather than the top-level help, which does not list it.
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra and not self.has_commands:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
+
+def existing_folder(text: str) -> Path:
+    """argparse type of a folder that must already exist: a typo fails at once, in one line."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {path}" if not path.exists() else f"not a folder: {path}")
+    return path
+
+
+def package_version() -> str:
+    """The installed distribution's version; the source tree's when run without installing."""
+    try:
+        return metadata.version("counterfeit-detector")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def _add_synth(sub) -> None:
@@ -51,7 +86,8 @@ def _add_synth(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on DATA and export RUN/model.onnx")
-    p.add_argument("data", type=Path, nargs="?", help="DATA folder with train/ and val/ (and optionally test/)")
+    p.add_argument("data", type=existing_folder, nargs="?",
+                   help="DATA folder with train/ and val/ (and optionally test/)")
     p.add_argument("--out", type=Path, help="RUN folder for checkpoints, metrics, model.onnx (required)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last completed epoch")
     p.add_argument("--config", type=Path, help="TOML file with TrainConfig fields; flags override it")
@@ -78,15 +114,18 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to a verified, self-describing ONNX file")
     p.add_argument("checkpoint", type=Path, help="a RUN folder (its checkpoint.pt) or a checkpoint file")
     p.add_argument("--out", type=Path, help="MODEL.onnx to write (default: RUN/model.onnx)")
-    p.add_argument("--images", type=Path, help="images to verify on (default: the run's DATA/val)")
+    p.add_argument("--images", type=existing_folder, help="images to verify on (default: the run's DATA/val)")
     p.set_defaults(run=cmd_export)
 
 
 def _add_screen(sub) -> None:
-    p = sub.add_parser("screen", help="score image files and folders; one JSON line per image")
+    about = ("score image files and folders; one JSON line per image, progress on stderr "
+             "(exit 0; 1 when every file failed; 2 for bad arguments)")
+    p = sub.add_parser("screen", help=about, description=about)
     p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
     p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
-    p.add_argument("--output", type=Path, help="write JSON lines to this file instead of stdout")
+    p.add_argument("--output", type=Path, help="write JSON lines to this file (written whole, or not at all) "
+                   "instead of stdout")
     p.add_argument("--record", action="store_true",
                    help="also keep every image screened (scored, or retake) in the evidence log "
                    "(COUNTERFEIT_DATA_DIR / COUNTERFEIT_DATABASE_URL)")
@@ -104,7 +143,8 @@ def _add_serve(sub) -> None:
 def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="refit temperature and thresholds of a model file on labelled photos")
     p.add_argument("model", type=Path, help="MODEL.onnx to recalibrate (left unchanged)")
-    p.add_argument("data", type=Path, help="a folder with genuine/ and counterfeit/ (or a DATA root: its val/)")
+    p.add_argument("data", type=existing_folder,
+                   help="a folder with genuine/ and counterfeit/ (or a DATA root: its val/)")
     p.add_argument("--out", type=Path, required=True, help="NEW.onnx to write")
     p.add_argument("--target-precision", type=float, help="precision each decided verdict must reach "
                    "(default: the model's training target)")
@@ -116,7 +156,7 @@ def _add_data(sub) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=Parser)
     p = data_sub.add_parser("check", help="audit a DATA folder: broken files, duplicates and leaks, balance, "
                             "shortcuts (exit 0 clean, 1 errors, 2 bad arguments)")
-    p.add_argument("data", type=Path, help="DATA folder with train/ and val/ (and optionally test/)")
+    p.add_argument("data", type=existing_folder, help="DATA folder with train/ and val/ (and optionally test/)")
     p.add_argument("--report", type=Path, help="also write DIR/audit.json and DIR/report.html")
     p.add_argument("--json", action="store_true", help="print the findings as JSON instead of text")
     p.add_argument("--strict", action="store_true", help="warnings count as errors for the exit code")
@@ -127,7 +167,8 @@ def _add_data(sub) -> None:
              "other photos of them by print-plausible edits (ink hue or lightness, reprint, font, logo, misspelling, "
              "shifted element), in the DATA layout with manifest.csv, LICENSE and README.md")
     p = data_sub.add_parser("real", help=about, description=about)
-    p.add_argument("src", type=Path, help="the Grocery Store Dataset's packages folder (holding dataset/ and LICENSE)")
+    p.add_argument("src", type=existing_folder,
+                   help="the Grocery Store Dataset's packages folder (holding dataset/ and LICENSE)")
     p.add_argument("out", type=Path, help="DATA folder to create (must be new or empty)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the edits: the same seed writes the same files")
     p.add_argument("--products", default="", help="only these products, comma-separated (default: all)")
@@ -135,10 +176,19 @@ def _add_data(sub) -> None:
 
 
 def _add_evidence(sub) -> None:
-    evidence = sub.add_parser("evidence", help="the evidence log: verify, export, to-dataset")
+    evidence = sub.add_parser("evidence", help="the evidence log: head, verify, export, to-dataset")
     actions = evidence.add_subparsers(dest="evidence_command", required=True, metavar="COMMAND", parser_class=Parser)
+    p = actions.add_parser("head", help="print the chain head as one JSON line, to publish or file outside the "
+                           "database (verify --head checks it later)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--key", type=Path, metavar="KEYFILE", help="sign the head (HMAC-SHA256) with this key file")
+    keys.add_argument("--new-key", type=Path, metavar="KEYFILE", help="make a new key file (mode 0600) and exit")
+    p.set_defaults(run=cmd_evidence_head)
     p = actions.add_parser("verify", help="recompute the hash chain and the photos' hashes (exit 1 if altered)")
     p.add_argument("--no-images", action="store_true", help="check the chain only, not the stored photos")
+    p.add_argument("--head", type=Path, action="append", metavar="HEADS.jsonl", help="heads published earlier "
+                   "(`evidence head` lines; repeatable): the chain must still hold each one's entry and hash")
+    p.add_argument("--key", type=Path, metavar="KEYFILE", help="also check the heads' signatures with this key file")
     p.set_defaults(run=cmd_evidence_verify)
     p = actions.add_parser("export", help="write the log as CSV or JSON lines")
     p.add_argument("--since", help="UTC ISO time, e.g. 2026-11-01T00:00:00Z")
@@ -166,7 +216,8 @@ def _add_keys(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model file on a labelled folder (default: DATA/test)")
-    p.add_argument("data", type=Path, help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
+    p.add_argument("data", type=existing_folder,
+                   help="DATA root (its test/ is used) or a folder with genuine/ and counterfeit/")
     p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
     p.add_argument("--report", type=Path, help="write DIR/metrics.json, DIR/report.html and its PNG plots "
                    "(with --robustness: DIR/robustness.json)")
@@ -183,6 +234,7 @@ def _add_evaluate(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="counterfeit", description="Tell genuine products from counterfeits by their photos.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for add in (_add_synth, _add_data, _add_train, _add_export, _add_calibrate, _add_evaluate, _add_screen,
                 _add_serve, _add_keys, _add_evidence):

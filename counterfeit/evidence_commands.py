@@ -1,4 +1,5 @@
-"""`counterfeit evidence …`: verify, export and turn confirmed outcomes into training data."""
+"""`counterfeit evidence …`: take and check published chain heads, verify, export, and turn confirmed outcomes
+into training data."""
 
 from __future__ import annotations
 
@@ -43,17 +44,69 @@ def open_evidence(data_dir: Path | None, create: bool = False):
         raise CliError(str(exc)) from exc
 
 
-def cmd_evidence_verify(args) -> int:
+def cmd_evidence_head(args) -> int:
+    """Print the chain head as one JSON line to publish or file (signed with --key); or make a key."""
+    from inference.evidence import heads
+
+    if args.new_key:
+        _refused_as_cli_error(heads.new_key, args.new_key)
+        print(f"wrote a new head-signing key to {args.new_key} (readable by you only): keep it off the evidence "
+              "server; sign with `counterfeit evidence head --key FILE`", file=sys.stderr)
+        return 0
+    key = _refused_as_cli_error(heads.read_key, args.key) if args.key else None
     store = open_evidence(args.data_dir)
-    report = store.verify(images=not args.no_images)
-    store.close()
+    try:
+        head = store.head()
+    finally:
+        store.close()
+    print(heads.head_line(heads.signed(head, key) if key else head))
+    return 0
+
+
+def cmd_evidence_verify(args) -> int:
+    from inference.evidence import NOT_COVERED, heads
+
+    anchored, key = _anchored_heads(args.head or [], args.key)
+    forged = key and heads.first_bad_signature(anchored, key)
+    if forged:
+        print(f"BAD SIGNATURE: {forged}")
+        return 1
+    store = open_evidence(args.data_dir)
+    try:
+        report = _refused_as_cli_error(store.verify, images=not args.no_images,
+                                       anchors=[head for _, head in anchored])
+    finally:
+        store.close()
+    print(f"not covered: {NOT_COVERED}", file=sys.stderr)
     if report.ok:
-        print(f"ok: {report.checked} entries intact; head seq {report.head_seq} hash {report.head_hash}")
+        print(f"ok: {report.checked} entries intact; head seq {report.head_seq} hash {report.head_hash}; "
+              + (f"{report.anchors_checked} anchored heads found intact" if anchored else
+                 "unanchored (no --head): removing the newest entries and rewinding the stored head would not show"))
         return 0
     bad = report.first_bad
     print(f"ALTERED: entry seq {bad['seq']} (id {bad['id']}): {bad['problem']}: {bad.get('detail', '')}; "
           f"{report.checked} entries before it are intact")
     return 1
+
+
+def _anchored_heads(paths: list[Path], key_path: Path | None) -> tuple[list, bytes | None]:
+    """The heads of every --head file, each with where it was read; and the --key to check them with."""
+    from inference.evidence import heads
+
+    if key_path and not paths:
+        raise CliError("--key checks the signatures of published heads: pass them with --head HEADS.jsonl")
+    anchored = [pair for path in paths for pair in _refused_as_cli_error(heads.read_heads, path)]
+    return anchored, _refused_as_cli_error(heads.read_key, key_path) if key_path else None
+
+
+def _refused_as_cli_error(call, *args, **kwargs):
+    """call(...), with input the evidence library refuses (a bad head, key or file) as one CLI error line."""
+    from inference.evidence import InvalidInput
+
+    try:
+        return call(*args, **kwargs)
+    except InvalidInput as exc:
+        raise CliError(str(exc)) from exc
 
 
 def cmd_evidence_export(args) -> int:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import socket
 import sys
+import threading
 from pathlib import Path
 
 from counterfeit.errors import CliError
@@ -22,6 +26,7 @@ def _predictor(model_path: Path | None):
 
 
 def cmd_screen(args) -> int:
+    """Exit 0, or 1 when there were files and every one failed (the lines say why), 2 for bad arguments."""
     from inference.screen import find_images, screen_files, write_jsonl
 
     try:
@@ -32,28 +37,38 @@ def cmd_screen(args) -> int:
     records = screen_files(files, predictor)
     if args.record:
         records = recorded(records, predictor, open_evidence(None, create=True))
+    records = _with_progress(records, len(files))
     if args.output is None:
         counts = write_jsonl(records, sys.stdout)
     else:
-        counts = _write_file_atomically(args.output, records, len(files))
+        counts = _write_file_atomically(args.output, records)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no images"
     print(f"screened {len(files)} files: {summary}", file=sys.stderr)
-    return 0
+    return 1 if files and counts.get("error", 0) == len(files) else 0
 
 
-def _write_file_atomically(path: Path, records, total: int) -> dict:
+def _with_progress(records, total: int):
+    """Records passed through while a progress bar on stderr counts them, wherever the lines go. The rate
+    is the average since the start (smoothing 0): photos come a few at a time, and a moving average of
+    those bursts would swing between zero and several times the real rate."""
     from tqdm import tqdm
 
+    return tqdm(records, total=total, unit="photo", desc="screen", file=sys.stderr, smoothing=0)
+
+
+def _write_file_atomically(path: Path, records) -> dict:
+    """Write the records as JSON lines to PATH.tmp, then rename it to PATH: never a half-written PATH."""
     from inference.screen import write_jsonl
 
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("w") as out:
-            counts = write_jsonl(tqdm(records, total=total, unit="img", desc="screen"), out)
+            counts = write_jsonl(records, out)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:  # also on Ctrl-C or a failing model: no stray PATH.tmp
+        tmp.unlink(missing_ok=True)
     return counts
 
 
@@ -116,19 +131,85 @@ def _html_report(metrics: dict, report_dir: Path) -> Path:
 
 def cmd_serve(args) -> int:
     from pydantic import ValidationError
+    from uvicorn.config import STARTUP_FAILURE
 
     from inference.metadata import ModelFileError
     from inference.server import serve
     from inference.settings import Settings
 
+    # Only what was given on the command line: COUNTERFEIT_* variables and .env fill in the rest.
     overrides = {"model_path": args.model, "host": args.host, "port": args.port}
     try:
-        serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        _check_port_free(settings.host, settings.port)
+        with _announce_when_listening(settings.host, settings.port):
+            serve(settings)
     except ValidationError as exc:
         raise CliError(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
     except (ValueError, ModelFileError) as exc:
         raise CliError(str(exc)) from exc
+    except SystemExit as exc:  # uvicorn could not bind after all: the port was taken since the check
+        if exc.code != STARTUP_FAILURE:
+            raise
+        raise CliError(f"cannot listen on {settings.host} port {settings.port}: see the error above") from exc
     return 0
+
+
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # listen-on-all -> reach it locally
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind each address the server will, as it will (SO_REUSEADDR, IPv6-only), and let go: a port
+    already taken is one plain sentence here, rather than a JSON log line after the model loaded."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CliError(f"cannot listen on {host}: {exc.strerror}; set COUNTERFEIT_HOST (or --host)") from exc
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CliError(f"port {port} on {host} is in use: stop the other server or set "
+                                   "COUNTERFEIT_PORT (or --port)") from exc
+                if exc.errno == errno.EACCES:
+                    raise CliError(f"port {port} on {host} needs administrator rights: choose a port above "
+                                   "1023 with COUNTERFEIT_PORT (or --port)") from exc
+                # Anything else (an IPv6 address on a host without IPv6, ...): the server decides, as before.
+
+
+def _browser_url(host: str, port: int) -> str:
+    local = WILDCARD_HOSTS.get(host, host)
+    return f"http://[{local}]:{port}/" if ":" in local else f"http://{local}:{port}/"
+
+
+@contextlib.contextmanager
+def _announce_when_listening(host: str, port: int, poll_s: float = 0.2):
+    """Say where to point a browser once the server accepts connections. `serve` blocks until the
+    server stops; the port answering is the one sign from outside that startup (model loaded, port
+    bound) succeeded, so nothing is announced for a server that fails to start."""
+    stopped = threading.Event()
+    local = WILDCARD_HOSTS.get(host, host)
+
+    def announce() -> None:
+        while not stopped.wait(poll_s):
+            try:
+                socket.create_connection((local, port), timeout=1).close()
+            except OSError:
+                continue
+            url = _browser_url(host, port)
+            print(f"open {url} in a browser (the API's docs: {url}docs)", file=sys.stderr, flush=True)
+            return
+
+    threading.Thread(target=announce, name="announce-url", daemon=True).start()
+    try:
+        yield
+    finally:
+        stopped.set()
 
 
 def cmd_keys_new(args) -> int:

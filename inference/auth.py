@@ -98,23 +98,33 @@ def _allowed_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*roles, "admin")))  # admin passes everywhere; keep order, no duplicates
 
 
+def check_access(api_key: str | None, keys: list[ApiKey], allowed: tuple[str, ...]) -> Principal:
+    """The caller if their key has one of the `allowed` roles; ApiError 401 (no or unknown key) or 403."""
+    principal = ANONYMOUS if not keys else authenticate(api_key, keys)
+    if principal is None:
+        raise ApiError(401, "unauthorized", f"Missing or unknown API key: send it in the {HEADER} header.")
+    if principal.role not in allowed:
+        raise ApiError(
+            403, "forbidden",
+            f"This key's role is '{principal.role}'; this endpoint needs one of: {', '.join(allowed)}.",
+        )
+    return principal
+
+
 def require(*roles: str):
-    """A dependency that lets through callers whose key has one of `roles` (or admin)."""
+    """A dependency that lets through callers whose key has one of `roles` (or admin).
+
+    The roles also ride on the dependency (`allowed_roles`): inference.auth_gate reads them from the
+    matched route to refuse a caller before the body is read, so each route states its roles once.
+    """
     allowed = _allowed_roles(roles)
 
     def dependency(request: Request, api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
-        keys = request.app.state.settings.api_keys
-        principal = ANONYMOUS if not keys else authenticate(api_key, keys)
-        if principal is None:
-            raise ApiError(401, "unauthorized", f"Missing or unknown API key: send it in the {HEADER} header.")
-        if principal.role not in allowed:
-            raise ApiError(
-                403, "forbidden",
-                f"This key's role is '{principal.role}'; this endpoint needs one of: {', '.join(allowed)}.",
-            )
+        principal = check_access(api_key, request.app.state.settings.api_keys, allowed)
         request.state.principal = principal  # the access log reports the subject
         return principal
 
+    dependency.allowed_roles = allowed
     return dependency
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.metadata import Thresholds
+from inference.metadata import TEMPERATURE_RANGE, Thresholds
 from inference.metrics import roc_auc
 from inference.predictor import softmax_scores
 
-# log-spaced temperatures searched; 0.05..20 covers over- and under-confident nets by far.
-_TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 801))
+# log-spaced temperatures searched; 0.05..20 covers over- and under-confident nets by far. A model file
+# whose temperature lies outside this range was not calibrated here, and loading refuses it (metadata.py).
+_TEMPERATURES = np.exp(np.linspace(*np.log(TEMPERATURE_RANGE), 801))
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:

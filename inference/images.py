@@ -29,6 +29,28 @@ _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", 
 # EXIF orientations 5..8 rotate by 90 degrees, so width and height trade places.
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
+# What ImageOps.exif_transpose does for each orientation, applied here to an image reduced from the photo.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+# Memory, in bytes per pixel, as Pillow stores a decoded image: one for 1-bit (a byte per pixel), gray and
+# palette images, two for 16-bit gray, four for everything else (RGB is padded to four).
+_RGB_BYTES = 4
+# Copies of the decoded frame a decoder holds at its peak besides the image itself, measured (VmHWM of a
+# 4000x4000 decode, Pillow 13.0, pillow-heif 1.8): PNG and JPEG decode straight into the image (4.1 B/px
+# for RGB); libheif decodes into a buffer that is then copied (8.1 B/px); libwebp decodes to RGBA that is
+# copied and converted on its way into Pillow (16.9 B/px).
+_DECODER_COPIES = {"HEIF": 2, "WEBP": 4}
+# While an image is reduced, this many bytes of it at most are converted to RGB at a time (a strip of
+# whole rows), so a full-size RGB copy never exists: a 1-bit 8,900^2 PNG decodes to 79 MB, as RGB 317 MB.
+_STRIP_BYTES = 8 * 1024 * 1024
+# to_rgb makes up to four copies (a transparent image: RGBA, white background, composite, RGB), and
+# exif_transpose one more.
+_CONVERSION_COPIES = 5
+# Decoder state, zlib windows and allocator slack, as a share of the decoded frame (measured: 6%, 8 MB over
+# the 137 MB of a 36 Mpx RGBA PNG).
+_DECODER_OVERHEAD = 1 / 16
 
 
 class ImageError(ValueError):
@@ -49,16 +71,60 @@ class Limits:
 
 @dataclass(frozen=True)
 class LoadedImage:
-    image: Image.Image  # RGB, upright, possibly decoded at reduced size (JPEG draft)
+    image: Image.Image  # RGB, upright, possibly decoded at reduced size (draft_to)
     width: int  # of the original photo, upright
     height: int
     format: str
 
 
 def load_image(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, int] | None = None) -> LoadedImage:
-    """Decode `data`; `draft_to=(w, h)` lets JPEGs decode at a reduced scale no smaller than that.
+    """Decode `data`; with `draft_to=(w, h)` the image comes out no larger than it needs to be to stay no
+    smaller than that on both sides: JPEGs decode at 1/2, 1/4 or 1/8 scale (DCT scaling), and any image
+    still twice that size or more is reduced by a whole factor (box average) as it becomes RGB, so that a
+    huge PNG, WebP or HEIF costs its decoded frame plus a few MB, not a full-size RGB copy on top.
+    `width` and `height` are always the original's.
 
     Multi-frame files (MPO, animated PNG/WebP, HEIF sequences) give their first (primary) frame."""
+    image, image_format, (width, height) = _opened(data, limits, draft_to)
+    _decode(image)
+    factor = reduction_factor(image.size, draft_to)
+    if factor == 1:
+        # Only EXIF orientation is applied here: HEIF rotations (irot/imir boxes) were applied by libheif while
+        # decoding, and pillow-heif then resets the EXIF orientation to 1, so no photo is turned twice.
+        ImageOps.exif_transpose(image, in_place=True)
+        return LoadedImage(image=to_rgb(image), width=width, height=height, format=image_format)
+    reduced = _reduced_rgb(image, factor)
+    method = _UPRIGHT.get(_orientation(image))
+    upright = reduced if method is None else reduced.transpose(method)
+    return LoadedImage(image=upright, width=width, height=height, format=image_format)
+
+
+def decode_cost(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, int] | None = None) -> int:
+    """Bytes of memory load_image(data, limits=limits, draft_to=draft_to) needs at its peak, estimated
+    from the header alone (no pixel is decoded). Raises the ImageError load_image would raise before
+    decoding (empty, too large, unsupported, too many pixels, unreadable header)."""
+    image, image_format, _ = _opened(data, limits, draft_to)
+    width, height = image.size
+    factor = reduction_factor(image.size, draft_to)
+    decoded = width * height * _bytes_per_pixel(image.mode) * _DECODER_COPIES.get(image_format, 1)
+    decoded += int(decoded * _DECODER_OVERHEAD)
+    if factor == 1:
+        return decoded + width * height * _RGB_BYTES * _CONVERSION_COPIES
+    reduced = -(-width // factor) * -(-height // factor) * _RGB_BYTES
+    strip = _strip_rows(width, factor) * width * _RGB_BYTES
+    return decoded + strip * _CONVERSION_COPIES + 2 * reduced  # + the upright copy of the reduced image
+
+
+def reduction_factor(size: tuple[int, int], target: tuple[int, int] | None) -> int:
+    """The largest whole factor `size` can be divided by and stay no smaller than `target` on both
+    sides; 1 (no reduction) without a target."""
+    if target is None:
+        return 1
+    return max(1, min(size[0] // max(1, target[0]), size[1] // max(1, target[1])))
+
+
+def _opened(data: bytes, limits: Limits, draft_to: tuple[int, int] | None) -> tuple[Image.Image, str, tuple[int, int]]:
+    """The checked, opened (not decoded) image, its format and its upright size; JPEGs set to draft_to."""
     _check_size(data, limits)
     image = _open(data)
     image_format = "JPEG" if image.format in _JPEG_FORMATS else image.format or ""
@@ -67,11 +133,30 @@ def load_image(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, i
     if draft_to is not None and image_format == "JPEG":
         # DCT scaling: decodes at 1/2, 1/4 or 1/8 size (the smallest no smaller than draft_to), much faster.
         image.draft("RGB", draft_to)
-    _decode(image)
-    # Only EXIF orientation is applied here: HEIF rotations (irot/imir boxes) were applied by libheif while
-    # decoding, and pillow-heif then resets the EXIF orientation to 1, so no photo is turned twice.
-    ImageOps.exif_transpose(image, in_place=True)
-    return LoadedImage(image=to_rgb(image), width=width, height=height, format=image_format)
+    return image, image_format, (width, height)
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else _RGB_BYTES
+
+
+def _strip_rows(width: int, factor: int) -> int:
+    """Rows converted at a time: a whole number of reduction boxes, about _STRIP_BYTES as RGB."""
+    return max(1, _STRIP_BYTES // (_RGB_BYTES * width * factor)) * factor
+
+
+def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """to_rgb(image).reduce(factor), pixel for pixel, converting a strip of rows at a time: the strips
+    hold whole boxes, so no box straddles two of them."""
+    width, height = image.size
+    rows = _strip_rows(width, factor)
+    reduced = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = to_rgb(image.crop((0, top, width, min(height, top + rows))))  # crop keeps palette/transparency
+        reduced.paste(strip.reduce(factor), (0, top // factor))
+    return reduced
 
 
 def _check_pixels(width: int, height: int, limits: Limits) -> None:
@@ -159,13 +244,16 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # a corrupt EXIF block is not worth refusing the photo for
+        return None
+
+
 def _upright_size(image: Image.Image) -> tuple[int, int]:
     width, height = image.size
-    try:
-        orientation = image.getexif().get(_EXIF_ORIENTATION)
-    except Exception:  # a corrupt EXIF block is not worth refusing the photo for
-        orientation = None
-    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+    return (height, width) if _orientation(image) in _SWAPPING_ORIENTATIONS else (width, height)
 
 
 def _decode(image: Image.Image) -> None:

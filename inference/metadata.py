@@ -7,6 +7,7 @@ thresholds, version and the config the model was trained from. Nothing is guesse
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from inference.align import Reference, references_from_json, references_to_json
@@ -15,6 +16,10 @@ from inference.preprocess import PreprocessSpec
 
 FORMAT = "counterfeit-detector/1"
 REQUIRED_KEYS = ("format", "name", "version", "classes", "preprocess", "thresholds", "temperature")
+# The softmax temperatures `counterfeit calibrate` can choose (inference/calibration.py searches this range;
+# 1.0 is an uncalibrated model). Outside it a file was not calibrated by this software: refused.
+TEMPERATURE_RANGE = (0.05, 20.0)
+MAX_INPUT_SIDE = 4096  # pixels: one such float32 input is already 200 MB; nothing trained here comes near
 
 
 class ModelFileError(ValueError):
@@ -39,7 +44,7 @@ class Thresholds:
 @dataclass(frozen=True)
 class ModelMetadata:
     name: str
-    version: str  # content hash of the model file, computed at export (see training/export.py)
+    version: str  # content hash of the model file (inference/onnx_wire.py), stamped at export, checked at load
     classes: tuple[str, ...]
     preprocess: PreprocessSpec
     thresholds: Thresholds
@@ -103,17 +108,50 @@ def _from_values(values: dict) -> ModelMetadata:
     classes = tuple(str(c) for c in values["classes"])
     if classes != CLASSES:
         raise ValueError(f"classes are {list(classes)}, expected {list(CLASSES)}")
-    temperature = float(values["temperature"])
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
     return ModelMetadata(
         name=str(values["name"]),
         version=str(values["version"]),
         classes=classes,
-        preprocess=PreprocessSpec.from_dict(values["preprocess"]),
-        thresholds=Thresholds(float(values["thresholds"]["low"]), float(values["thresholds"]["high"])),
-        temperature=temperature,
+        preprocess=_checked_preprocess(values["preprocess"]),
+        thresholds=_checked_thresholds(values["thresholds"]),
+        temperature=_checked_temperature(values["temperature"]),
         train_config=dict(values.get("train_config") or {}),
         metrics=dict(values.get("metrics") or {}),
         references=tuple(references_from_json(values["references"])) if values.get("references") else (),
     )
+
+
+def _checked_temperature(value) -> float:
+    temperature = float(value)
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:  # NaN fails too
+        raise ValueError(f"temperature is {temperature!r}; it must lie in [{low}, {high}], the range calibration "
+                         "searches: re-calibrate the model with `counterfeit calibrate`")
+    return temperature
+
+
+def _checked_thresholds(values: dict) -> Thresholds:
+    """Finite, 0 <= low <= high <= 1, and not a band that gives every photo the same verdict."""
+    low, high = float(values["low"]), float(values["high"])
+    for name, value in (("low", low), ("high", high)):
+        if not 0.0 <= value <= 1.0:  # NaN and infinities fail too
+            raise ValueError(f"thresholds.{name} is {value!r}; thresholds must lie in [0, 1]")
+    if high <= 0.0 or low >= 1.0:
+        every = "counterfeit" if high <= 0.0 else "genuine"
+        raise ValueError(f"thresholds are low={low!r}, high={high!r}: every photo would be called {every}; "
+                         "re-calibrate the model with `counterfeit calibrate`")
+    return Thresholds(low, high)
+
+
+def _checked_preprocess(values: dict) -> PreprocessSpec:
+    """The spec, once each statistic is known finite (PreprocessSpec lets NaN through) and the size bounded."""
+    for index, mean in enumerate(values["mean"]):
+        if not 0.0 <= float(mean) <= 1.0:  # a mean of pixel values in [0, 1]; NaN fails too
+            raise ValueError(f"preprocess.mean[{index}] is {float(mean)!r}; it must lie in [0, 1]")
+    for index, std in enumerate(values["std"]):
+        if not (math.isfinite(float(std)) and float(std) > 0):
+            raise ValueError(f"preprocess.std[{index}] is {float(std)!r}; it must be a finite number above 0")
+    for name in ("width", "height"):
+        if int(values[name]) > MAX_INPUT_SIDE:
+            raise ValueError(f"preprocess.{name} is {int(values[name])} pixels; at most {MAX_INPUT_SIDE} are supported")
+    return PreprocessSpec.from_dict(values)

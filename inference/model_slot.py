@@ -1,8 +1,9 @@
 """The served model, replaceable without downtime.
 
-A new file is loaded and proven (loads, metadata complete, answers a sample image) before it takes
-the old one's place; until then, and if it fails, the old model keeps serving. Requests that already
-hold the old Predictor finish with it, so every answer names the version that produced it.
+A new file is loaded and proven (loads, metadata complete and sane, version matching its content, real
+sample photos scored through its whole pipeline) before it takes the old one's place; until then, and if
+it fails, the old model keeps serving. Requests that already hold the old Predictor finish with it, so
+every answer names the version that produced it.
 """
 
 from __future__ import annotations
@@ -12,23 +13,62 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from inference.align import NotRecognised
 from inference.metadata import ModelFileError
-from inference.predictor import Predictor
+from inference.predictor import Predictor, Prepared, stacked
+from inference.preprocess import normalise
 
 log = logging.getLogger("counterfeit.model")
 
+# Synthetic photos of the demo model's products (inference/demo/samples/README.md), shipped with the package.
+SAMPLES_DIR = Path(__file__).resolve().parent / "demo" / "samples"
+
+
+def sample_photos() -> list[bytes]:
+    """The bundled sample photos' bytes, in name order."""
+    return [path.read_bytes() for path in sorted(SAMPLES_DIR.glob("*.jpg"))]
+
 
 def validate(predictor: Predictor) -> None:
-    """Raise ModelFileError unless the model answers a sample image with a finite score."""
-    spec = predictor.spec
-    sample = np.zeros((1, 3, spec.height, spec.width), dtype=np.float32)  # the mean colour, normalised
+    """Raise ModelFileError unless the model scores the sample photos, decoded and prepared as in serving,
+    with finite inputs and finite scores in [0, 1]."""
     try:
-        scores = predictor.scores(sample)
-    except Exception as exc:
-        raise ModelFileError(f"{predictor.path} failed on a sample image: {str(exc)[:200]}") from exc
-    if scores.shape != (1,) or not np.isfinite(scores).all():
-        raise ModelFileError(f"{predictor.path} answered a sample image with {scores!r}, not one finite score.")
+        prepared = [_prepared_sample(predictor, image) for image in _sample_images(predictor)]
+        scores = predictor.scores(*stacked(prepared))
+    except ModelFileError:
+        raise
+    except Exception as exc:  # onnxruntime, OpenCV or numpy on a broken model: the reason, not a 500
+        raise ModelFileError(f"{predictor.path} failed on the sample photos: {str(exc)[:200]}") from exc
+    if scores.shape != (len(prepared),) or not (np.isfinite(scores) & (scores >= 0) & (scores <= 1)).all():
+        raise ModelFileError(f"{predictor.path} scored the {len(prepared)} sample photos {scores!r}: scores must "
+                             "be finite probabilities in [0, 1]. Re-export or re-calibrate the model.")
+
+
+def _sample_images(predictor: Predictor) -> list[Image.Image]:
+    """The sample photos decoded for this model; a plain grey photo if the package lost them."""
+    photos = sample_photos()
+    if not photos:
+        log.warning("no sample photos in %s: validating the model on a plain grey image only", SAMPLES_DIR)
+        return [Image.new("RGB", predictor.spec.size, (128, 128, 128))]
+    return [predictor.load(data).image for data in photos]
+
+
+def _prepared_sample(predictor: Predictor, image: Image.Image) -> Prepared:
+    """The photo as the model takes it. A reference model whose products are not the samples' cannot
+    register them: the photo, plainly resized to the input size, still runs through its graph."""
+    spec = predictor.spec
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are refused below
+        try:
+            prepared = predictor.prepare(image)
+        except NotRecognised:
+            prepared = Prepared(normalise(image.resize(spec.size, Image.Resampling.BILINEAR), spec))
+    if not np.isfinite(prepared.array).all():  # e.g. a std so small that float32 overflows
+        raise ModelFileError(f"{predictor.path}: preprocessing a sample photo gives non-finite values: the model's "
+                             f"preprocess metadata (mean {spec.mean}, std {spec.std}) is broken. "
+                             "Re-export the model.")
+    return prepared
 
 
 def load_validated(path: Path, threads: int = 0) -> Predictor:

@@ -45,8 +45,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 # ---- logging -------------------------------------------------------------------------------------
 
-# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged too.
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged too...
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# ...except uvicorn's `color_message`: the message again, with ANSI colour codes for terminals.
+_NOT_LOGGED = _RECORD_FIELDS | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,7 +61,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
+        line.update({k: v for k, v in vars(record).items() if k not in _NOT_LOGGED})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)
@@ -212,7 +214,7 @@ class ObservabilityMiddleware:
 # ---- wiring --------------------------------------------------------------------------------------
 
 
-def install_observability(app: FastAPI, metrics_dependencies: Sequence = ()) -> Metrics:
+def install_observability(app: FastAPI, metrics_dependencies: Sequence = (), metrics_responses: dict | None = None) -> Metrics:
     """Metrics on app.state.metrics, the middleware, and GET /metrics. Call from create_app.
 
     `metrics_dependencies`, e.g. [Depends(require("admin"))], protects /metrics; by default it is open
@@ -228,5 +230,6 @@ def install_observability(app: FastAPI, metrics_dependencies: Sequence = ()) -> 
         return Response(content=body, media_type=content_type)
 
     app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], tags=["operations"],
-                      dependencies=list(metrics_dependencies), response_class=Response)
+                      dependencies=list(metrics_dependencies), response_class=Response,
+                      responses=metrics_responses)
     return metrics

@@ -16,7 +16,9 @@ from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
 from inference.align import Reference, align, to_photo
 from inference.images import Limits, LoadedImage, load_image
 from inference.metadata import ModelFileError, ModelMetadata, Thresholds
+from inference.onnx_wire import WireError, content_version, external_tensors
 from inference.preprocess import PreprocessSpec, normalise, preprocess
+from inference.quality import MEASURED_SIZE
 
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
@@ -41,8 +43,15 @@ def stacked(prepared: Sequence[Prepared]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode(data: bytes, spec: PreprocessSpec, limits: Limits = Limits()) -> LoadedImage:
-    """Image bytes decoded for a model of this input size (JPEGs no larger than it needs), as serving does."""
-    return load_image(data, limits=limits, draft_to=spec.size)
+    """Image bytes decoded for a model of this input size, as serving does: no larger than the model and the
+    quality gate need (JPEGs at a reduced DCT scale, huge images reduced as they are decoded)."""
+    return load_image(data, limits=limits, draft_to=decoded_size(spec))
+
+
+def decoded_size(spec: PreprocessSpec) -> tuple[int, int]:
+    """The smallest (width, height) photos are decoded at for this model: what the model and the quality
+    gate (inference.quality.MEASURED_SIZE) need, whichever is larger."""
+    return max(spec.width, MEASURED_SIZE[0]), max(spec.height, MEASURED_SIZE[1])
 
 
 def prepare(image: Image.Image, spec: PreprocessSpec, references: Sequence[Reference] = ()) -> Prepared:
@@ -82,10 +91,12 @@ class Predictor:
     def __init__(self, path: str | Path, *, threads: int = 0) -> None:
         self.path = Path(path)
         model_bytes = _read_model(self.path)
+        _refuse_external_data(model_bytes, self.path)  # before onnxruntime, which would open those files
         self.file_sha256 = hashlib.sha256(model_bytes).hexdigest()
         self.session = _open_session(model_bytes, self.path, threads)
         self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
         _check_signature(self.session, self.metadata, self.path)
+        _check_version(model_bytes, self.metadata, self.path)
         self.outputs = frozenset(o.name for o in self.session.get_outputs())  # asked per batch: computed once
         self._counterfeit_index = self.metadata.classes.index(COUNTERFEIT)
 
@@ -187,6 +198,32 @@ def _read_model(path: Path) -> bytes:
     if not data:
         raise ModelFileError(f"Model file is empty: {path}")
     return data
+
+
+def _refuse_external_data(model_bytes: bytes, path: Path) -> None:
+    """A model is one self-contained file. Tensors stored outside it would make onnxruntime read files
+    named by the model (from the server's working folder, for a model loaded from bytes): refused."""
+    try:
+        external = external_tensors(model_bytes)
+    except WireError as exc:
+        raise ModelFileError(f"{path} is not a loadable ONNX model ({exc}).") from exc
+    if external:
+        raise ModelFileError(f"{path}: {external} of its tensors keep their data in external files; a model must be "
+                             "one self-contained file. Export it again with `counterfeit export` (it embeds all data).")
+
+
+def _check_version(model_bytes: bytes, metadata: ModelMetadata, path: Path) -> None:
+    """The version must be the file's content hash (inference/onnx_wire.py), so that every answer and every
+    evidence record names exactly the model that produced it."""
+    try:
+        actual = content_version(model_bytes)
+    except WireError as exc:
+        raise ModelFileError(f"{path}: cannot compute its content version: {exc}.") from exc
+    if actual != metadata.version:
+        raise ModelFileError(f"{path}: the file's content does not match its version {metadata.version!r} (the "
+                             f"content hashes to {actual!r}), so it was changed after export: re-export it "
+                             "(`counterfeit export`) or re-calibrate it (`counterfeit calibrate`); do not edit "
+                             "a model file by hand.")
 
 
 def _open_session(model_bytes: bytes, path: Path, threads: int) -> ort.InferenceSession:

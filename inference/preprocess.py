@@ -6,6 +6,7 @@ model file, so a photo becomes the same tensor everywhere. No torch here: servin
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,8 +31,9 @@ class PreprocessSpec:
             raise ValueError(f"Input size {self.width}x{self.height} is too small: use at least 8x8 pixels.")
         if self.resize != "letterbox":
             raise ValueError(f"Invalid resize mode {self.resize!r}. Only 'letterbox' is supported.")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need 3 values each, and std must be positive.")
+        finite = all(math.isfinite(v) for v in (*self.mean, *self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or not finite or min(self.std) <= 0:  # NaN fails `> 0` only
+            raise ValueError("mean and std need 3 finite values each, and std must be positive.")
 
     @property
     def size(self) -> tuple[int, int]:

@@ -32,6 +32,10 @@ import numpy as np
 from PIL import Image
 
 WORKING_SIDE = 320  # px, longer side of the grayscale copy the measures are taken on
+# The smallest (width, height) a photo may be decoded at (inference.predictor.decode) for the measures to
+# mean what they were tuned for: a 4:3 photo at WORKING_SIDE. A model with a smaller input does not make
+# its photos look sharper by having them decoded smaller.
+MEASURED_SIZE = (WORKING_SIDE, WORKING_SIDE * 3 // 4)
 CLIPPED_LEVEL = 250  # luma at or above this counts as blown out
 _FLAT = 1.0  # luma variance (levels^2) below which a frame is blank
 

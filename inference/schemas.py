@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from inference.quality import NOT_RECOGNISED, REASONS
+
+
+# Control characters other than tab, line feed and carriage return: NUL breaks storage (PostgreSQL refuses
+# it in text), the others forge lines in logs and exports. One rule for every text field a caller sends.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+WITHOUT_CONTROL_CHARACTERS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # the same rule, for OpenAPI clients
+
+
+def refuse_control_characters(value: str) -> str:
+    found = CONTROL_CHARACTERS.search(value)
+    if found is not None:
+        raise ValueError(f"contains the control character U+{ord(found.group()):04X}; send plain text "
+                         "(tabs and line breaks are fine)")
+    return value
+
+
+class _DocumentRule:
+    """Shows the rule in the OpenAPI schema as a `pattern`, while refuse_control_characters enforces it
+    with a message that says which character was wrong (a pydantic pattern would only quote the regex)."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        schema["pattern"] = WITHOUT_CONTROL_CHARACTERS
+        return schema
+
+
+# Text a caller sends (location, case, note, ids, record ids, file names): validated before anything runs.
+PlainText = Annotated[str, AfterValidator(refuse_control_characters), _DocumentRule()]
 
 
 class ThresholdsOut(BaseModel):
@@ -54,6 +83,10 @@ class Inspection(BaseModel):
                     "thresholds": {"low": 0.2, "high": 0.8},
                     "model": {"name": "demo", "version": "3f2a9c1d0b7e4a65"},
                     "image": {"sha256": "9b74c9897bac770ffc029102a200c5de" * 2, "width": 640, "height": 480},
+                    "quality": {"ok": True, "reasons": [], "message": "Good photo.",
+                                "measures": {"sharpness": 412.0, "brightness": 118.0, "min_side": 480.0}},
+                    "id": "01JB8Z3M6Q4T2V9X7C5N1K0PRD",
+                    "recorded_at": "2025-01-31T09:30:00.000000Z",
                 }
             ]
         }
@@ -78,8 +111,9 @@ class Screenings(BaseModel):
 
 
 class ModelReload(BaseModel):
-    path: str = Field(description="model file, relative to the server's model directory",
-                      examples=["model-v2.onnx"])
+    # 255: the longest file name most file systems take; longer, or with NUL, the OS refuses it (a 500 before).
+    path: PlainText = Field(min_length=1, max_length=255, examples=["model.onnx"],
+                            description="model file, relative to the server's model directory")
 
 
 class ErrorBody(BaseModel):
@@ -96,3 +130,23 @@ class Health(BaseModel):
 
 
 ScreeningResult.model_rebuild()
+
+
+# What each error status means, for the OpenAPI schema; routes list the statuses they can answer
+# with error_responses(...), so the spec names every answer a client can get (schemathesis checks it).
+ERROR_DESCRIPTIONS = {
+    400: "Malformed body: broken multipart, form or JSON encoding",
+    401: "Missing or unknown API key (X-API-Key)",
+    403: "The key's role may not call this endpoint",
+    404: "No such inspection in the evidence log",
+    408: "The request body stalled longer than body_timeout_seconds; the connection is closed",
+    413: "Request body, image (bytes or pixels) or number of images too large",
+    415: "Not a supported image format (JPEG, PNG, WebP, HEIC)",
+    422: "Invalid request: a missing or malformed field, or an empty, truncated or corrupt image",
+    503: "Model not loaded yet, busy decoding other photos (server_busy, with Retry-After), or the evidence store is unavailable (nothing was recorded)",
+}
+
+
+def error_responses(*statuses: int) -> dict:
+    """FastAPI's `responses=` for these error statuses, each with the API's error body."""
+    return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}

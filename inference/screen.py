@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from inference.align import NotRecognised
-from inference.images import ImageError, Limits
+from inference.batching import images_per_call
+from inference.images import IMAGE_SUFFIXES, ImageError, Limits
 from inference.layout import image_files
-from inference.predictor import Predictor, Prepared, stacked
+from inference.predictor import MAX_BATCH, Predictor, Prepared, stacked
 from inference.quality import NOT_RECOGNISED
-
-BATCH = 32  # images decoded and scored together: one onnxruntime call each
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
@@ -24,16 +23,21 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise FileNotFoundError(f"No such file or folder: {path}")
+            kind = "file" if path.suffix.lower() in IMAGE_SUFFIXES else "folder"
+            raise FileNotFoundError(f"no such {kind}: {path}")
     return found
 
 
 def screen_files(files: list[Path], predictor: Predictor, limits: Limits = Limits()) -> Iterator[dict]:
     """Yield one record per file, in order: {"path", "score", "verdict", "model"}, {"path", "error"}, or
-    for a reference model that finds none of its products, {"path", "verdict": "retake", "reason"}."""
+    for a reference model that finds none of its products, {"path", "verdict": "retake", "reason"}.
+
+    Files are decoded and scored a few at a time (one onnxruntime call, images_per_call of them), and
+    each record is yielded before the next files are read: memory does not grow with the number of files."""
     model = {"name": predictor.metadata.name, "version": predictor.metadata.version}
-    for start in range(0, len(files), BATCH):
-        chunk = files[start : start + BATCH]
+    batch = images_per_call(predictor.spec.size, MAX_BATCH)
+    for start in range(0, len(files), batch):
+        chunk = files[start : start + batch]
         prepared = [_prepare(path, predictor, limits) for path in chunk]
         ready = [item for item in prepared if isinstance(item, Prepared)]
         scores = iter(predictor.scores(*stacked(ready)) if ready else [])

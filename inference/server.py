@@ -11,6 +11,7 @@ from inference.api import create_app
 from inference.auth import check_bind_allowed
 from inference.model_slot import load_validated
 from inference.observability import configure_logging
+from inference.read_deadlines import deadline_protocol
 from inference.settings import Settings
 
 log = logging.getLogger("counterfeit.server")
@@ -45,6 +46,11 @@ def serve(settings: Settings) -> None:
     if warning:
         log.warning(warning)
     app = create_app(settings, predictor)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S)
-    DrainingServer(config, app.state, settings.drain_seconds).run()
+    DrainingServer(server_config(app, settings), app.state, settings.drain_seconds).run()
+
+
+def server_config(app, settings: Settings) -> uvicorn.Config:
+    """uvicorn's settings for the app: h11 with read deadlines for slow clients (inference.read_deadlines)."""
+    protocol = deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds)
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                          timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S, http=protocol)

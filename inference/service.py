@@ -7,23 +7,38 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import unicodedata
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from inference.batching import Batcher
 from inference.errors import ApiError
 from inference.evidence import EvidenceStore, inspection_fields, screening_fields
-from inference.images import ImageError, LoadedImage
+from inference.images import ImageError, LoadedImage, decode_cost
 from inference.metadata import ModelFileError
 from inference.align import NotRecognised
-from inference.predictor import Predictor, Prepared
+from inference.pixel_budget import BudgetBusy, shared_budget
+from inference.predictor import Predictor, Prepared, decoded_size
 from inference.quality import QualityReport, check, not_recognised
 from inference.schemas import Inspection, ScreeningResult, Screenings
 from inference.settings import Settings
 
 RETAKE = "retake"
+MB = 1024 * 1024
+MAX_ID_CHARS = 200  # a screening's caller id: a listing or seller id, not a page of text
+
+
+class ServerBusy(ApiError):
+    """503 with Retry-After: the decode budget did not come free within settings.decode_wait_s."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(503, "server_busy", "The server is decoding other photos and has no memory free for "
+                         f"this one right now; nothing was scored or stored. Retry in {retry_after_s} s.",
+                         headers={"Retry-After": str(retry_after_s)})
 
 
 @dataclass(frozen=True)
@@ -51,9 +66,14 @@ def quality_fields(report: QualityReport) -> dict:
 
 
 def decode_and_prepare(data: bytes, predictor: Predictor,
-                        settings: Settings) -> tuple[LoadedImage, QualityReport, Prepared | None]:
+                       settings: Settings) -> tuple[LoadedImage, QualityReport, Prepared | None]:
     """-> (the decoded photo, its quality, the model input or None when it must be retaken)."""
-    loaded = predictor.load(data, settings.limits)
+    return check_and_prepare(predictor.load(data, settings.limits), predictor, settings)
+
+
+def check_and_prepare(loaded: LoadedImage, predictor: Predictor,
+                      settings: Settings) -> tuple[LoadedImage, QualityReport, Prepared | None]:
+    """A decoded photo -> (it, its quality, the model input or None when it must be retaken)."""
     quality = check(loaded.image, (loaded.width, loaded.height), settings.quality_thresholds)
     if not quality.ok:
         return loaded, quality, None
@@ -61,6 +81,32 @@ def decode_and_prepare(data: bytes, predictor: Predictor,
         return loaded, quality, predictor.prepare(loaded.image)
     except NotRecognised:  # a reference model found none of its products: a guess would be worthless
         return loaded, not_recognised(quality), None
+
+
+def decoding_cost(data: bytes, predictor: Predictor, settings: Settings) -> int:
+    """Peak bytes of memory predictor.load(data) takes (it decodes for the model's input size). ImageError
+    for a photo that cannot be decoded, or whose decoding alone would need more than the whole budget."""
+    cost = decode_cost(data, limits=settings.limits, draft_to=decoded_size(predictor.spec))
+    if cost > settings.decode_budget_mb * MB:
+        raise ImageError("too_many_pixels", f"Decoding this photo would take about {cost / MB:,.0f} MB of memory, "
+                         f"more than this server's decode budget of {settings.decode_budget_mb:,} MB. Send a photo "
+                         "with fewer pixels, or as a JPEG (JPEGs decode at reduced size).", status=413)
+    return cost
+
+
+@contextmanager
+def decode_budget(nbytes: int, settings: Settings) -> Iterator[None]:
+    """Hold `nbytes` of the process's decode budget for the block; ServerBusy (503) if they do not come
+    free within settings.decode_wait_s."""
+    budget = shared_budget(settings.decode_budget_mb * MB)
+    try:
+        budget.acquire(nbytes, settings.decode_wait_s)
+    except BudgetBusy as exc:
+        raise ServerBusy(retry_after_s=max(1, round(settings.decode_wait_s))) from exc
+    try:
+        yield
+    finally:
+        budget.release(nbytes)
 
 
 def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings,
@@ -72,7 +118,9 @@ def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings:
 
 
 def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool):
-    loaded, quality, prepared = decode_and_prepare(data, predictor, settings)
+    with decode_budget(decoding_cost(data, predictor, settings), settings):
+        decoded = predictor.load(data, settings.limits)
+    loaded, quality, prepared = check_and_prepare(decoded, predictor, settings)
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
     if prepared is None:
         return Inspection(verdict=RETAKE, score=None, **answer), ForEvidence(decoded=loaded)
@@ -87,32 +135,84 @@ def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Sett
     return Inspection(verdict=predictor.decide(score).verdict, score=score, **answer), ForEvidence(embedding, loaded)
 
 
-def screen_photos(photos: list[bytes], ids: list[str] | None, predictor: Predictor, batcher: Batcher,
-                  settings: Settings) -> tuple[Screenings, list[ForEvidence]]:
+def screen_photos(photos: Sequence[bytes], ids: list[str] | None, predictor: Predictor, batcher: Batcher,
+                  settings: Settings, *, store: EvidenceStore | None = None,
+                  subject: str = "") -> tuple[Screenings, list[ForEvidence]]:
     """Many photos, each independent: one bad photo gets its own error and the rest are scored.
-    -> (the answer, what each photo's evidence record needs).
+    -> (the answer, each photo's embedding for its evidence record).
 
-    Every photo is queued before any is awaited, so the whole request fills as few batches as possible.
+    Photos are decoded and scored settings.max_batch at a time (each batch queued before any of it is
+    awaited, so it fills as few model calls as possible); with a `store`, each batch is recorded as
+    evidence (as `subject`) before the next is decoded, and its decoded photos are then dropped: a
+    screening holds one batch of decoded photos, not all of them. The decode budget for the largest
+    photo is reserved once, before anything is scored or stored (503 if it does not come free).
     """
-    with batcher.expecting(len(photos)):
-        pending = [_queue_one(index, data, ids, predictor, batcher, settings) for index, data in enumerate(photos)]
+    check_screening_ids(ids)
+    costs = [_cost_or_error(data, predictor, settings) for data in photos]
+    header = Screenings(results=[], **model_fields(predictor))
+    results: list[ScreeningResult] = []
+    kept: list[ForEvidence] = []
+    with decode_budget(max((c for c in costs if isinstance(c, int)), default=0), settings):
+        for start in range(0, len(photos), settings.max_batch):
+            part = range(start, min(len(photos), start + settings.max_batch))
+            batch_results, batch_kept = _screen_batch(part, photos, ids, costs, predictor, batcher, settings,
+                                                      store, subject, header)
+            results += batch_results
+            kept += batch_kept
+    return header.model_copy(update={"results": results}), kept
+
+
+def check_screening_ids(ids: list[str] | None) -> None:
+    """422 for an id that could not be stored as evidence: over MAX_ID_CHARS, or with control characters."""
+    for index, value in enumerate(ids or ()):
+        if len(value) > MAX_ID_CHARS:
+            raise ApiError(422, "invalid_id", f"ids[{index}] is {len(value):,} characters long; an id may have "
+                           f"at most {MAX_ID_CHARS}. Send the listing or seller id itself.")
+        if any(unicodedata.category(char) == "Cc" for char in value):
+            raise ApiError(422, "invalid_id", f"ids[{index}] contains a control character (such as NUL, a tab "
+                           "or a line break); send the id as plain text on one line.")
+
+
+def _cost_or_error(data: bytes, predictor: Predictor, settings: Settings) -> int | ImageError:
+    try:
+        return decoding_cost(data, predictor, settings)
+    except ImageError as exc:  # the photo's own error entry: the others are still screened
+        return exc
+
+
+def _screen_batch(part: range, photos: Sequence[bytes], ids: list[str] | None, costs: list[int | ImageError],
+                  predictor: Predictor, batcher: Batcher, settings: Settings, store: EvidenceStore | None,
+                  subject: str, header: Screenings) -> tuple[list[ScreeningResult], list[ForEvidence]]:
+    """Screen (and record) photos[part]; -> their results and embeddings. Their decoded photos live only
+    as long as this call."""
+    with batcher.expecting(len(part)):
+        pending = [_queue_one(i, photos[i], ids, costs[i], predictor, batcher, settings) for i in part]
         finished = [_finish(*queued, predictor) for queued in pending]
-    results = [result for result, _ in finished]
-    return Screenings(results=results, **model_fields(predictor)), [kept for _, kept in finished]
+    answer = header.model_copy(update={"results": [result for result, _ in finished]})
+    if store is not None:
+        answer = record_screenings(store, [photos[i] for i in part], answer, [k for _, k in finished], subject)
+    return answer.results, [ForEvidence(embedding=k.embedding) for _, k in finished]
 
 
-def _queue_one(index: int, data: bytes, ids: list[str] | None, predictor: Predictor, batcher: Batcher,
-               settings: Settings) -> tuple[dict, LoadedImage | None, Future | None]:
-    """Decode and check one photo and queue it for scoring; or its error / retake entry."""
+def _queue_one(index: int, data: bytes, ids: list[str] | None, cost: int | ImageError, predictor: Predictor,
+               batcher: Batcher, settings: Settings) -> tuple[dict, LoadedImage | None, Future | None]:
+    """Decode and check one photo and queue it for scoring; or its error / retake entry. Its decode budget
+    (`cost`, no more than the largest) is held by the whole screening."""
     entry = {"index": index, "id": ids[index] if ids else None}
+    if isinstance(cost, ImageError):  # refused from its header already
+        return _error_entry(entry, cost), None, None
     try:
         loaded, quality, prepared = decode_and_prepare(data, predictor, settings)
     except ImageError as exc:
-        return {**entry, "error": {"code": exc.code, "message": exc.message}}, None, None
+        return _error_entry(entry, exc), None, None
     entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))
     if prepared is None:
         return {**entry, "verdict": RETAKE}, loaded, None
     return entry, loaded, batcher.submit(predictor, prepared)
+
+
+def _error_entry(entry: dict, error: ImageError) -> dict:
+    return {**entry, "error": {"code": error.code, "message": error.message}}
 
 
 def _finish(entry: dict, loaded: LoadedImage | None, future: Future | None,
@@ -132,9 +232,10 @@ def record_inspection(store: EvidenceStore, data: bytes, inspection: Inspection,
     return inspection.model_copy(update={"id": record.id, "recorded_at": record.created_at})
 
 
-def record_screenings(store: EvidenceStore, photos: list[bytes], screenings: Screenings,
+def record_screenings(store: EvidenceStore, photos: Sequence[bytes], screenings: Screenings,
                       kept: list[ForEvidence], subject: str) -> Screenings:
-    """Keep every scored listing photo (with its caller id) as evidence, for linking seizures to listings."""
+    """Keep every scored listing photo (with its caller id) as evidence, for linking seizures to listings.
+    screen_photos(store=...) calls it per batch."""
     results = []
     for data, result, for_evidence in zip(photos, screenings.results, kept):
         if result.error is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,15 @@ def trained_run(synth_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_path(trained_run) -> Path:
     return trained_run / "model.onnx"
+
+
+@pytest.fixture
+def model_dir(model_path, tmp_path):
+    """A model folder of the test's own, holding a copy of the session's model as model.onnx."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(model_path, folder / "model.onnx")
+    return folder
 
 
 @pytest.fixture(scope="session")

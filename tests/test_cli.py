@@ -22,7 +22,7 @@ def one_line(text: str) -> str:
         (("fly",), "invalid choice: 'fly'"),
         (("train",), "give DATA and --out RUN to train, or --resume RUN"),
         (("screen", "x", "--nope"), "unrecognized arguments: --nope"),
-        (("train", "d", "--out", "r", "--epochs", "many"), "invalid int value: 'many'"),
+        (("train", ".", "--out", "r", "--epochs", "many"), "invalid int value: 'many'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(run_cli, args, expected):
@@ -31,9 +31,53 @@ def test_bad_arguments_exit_2_with_one_line(run_cli, args, expected):
     assert expected in one_line(err)
 
 
-def test_train_names_the_missing_folder(run_cli, tmp_path):
-    code, _, err = run_cli("train", tmp_path / "nowhere", "--out", tmp_path / "run")
-    assert code == 2 and f"Missing split folder {tmp_path / 'nowhere' / 'train'}" in one_line(err)
+def test_version(run_cli):
+    from importlib.metadata import version
+
+    code, out, err = run_cli("--version")
+    assert code == 0 and err == ""
+    assert out == f"counterfeit {version('counterfeit-detector')}\n"
+
+
+@pytest.mark.parametrize("args, command", [
+    (("train", ".", "--out", "r", "--nope"), "train"),
+    (("data", "check", ".", "--nope"), "data check"),
+    (("evaluate", ".", "--nope", "1"), "evaluate"),
+    (("keys", "new", "--subject", "s", "--role", "admin", "--nope"), "keys new"),
+])
+def test_a_sub_command_error_points_to_its_own_help(run_cli, args, command):
+    code, _, err = run_cli(*args)
+    line = one_line(err)
+    assert code == 2 and line.startswith(f"counterfeit {command}: error: unrecognized arguments: --nope")
+    assert line.endswith(f"(see counterfeit {command} --help)")
+
+
+def test_an_unknown_option_before_the_command_points_to_the_main_help(run_cli):
+    code, _, err = run_cli("--nope", "train", ".")
+    assert code == 2 and one_line(err).endswith("unrecognized arguments: --nope (see counterfeit --help)")
+
+
+@pytest.mark.parametrize("args", [
+    ("train", "{missing}", "--out", "{tmp}/run"),
+    ("data", "check", "{missing}"),
+    ("data", "real", "{missing}", "{tmp}/out"),
+    ("evaluate", "{missing}"),
+    ("calibrate", "{model}", "{missing}", "--out", "{tmp}/new.onnx"),
+    ("export", "{tmp}", "--images", "{missing}"),
+])
+def test_a_missing_folder_is_named_in_one_line(run_cli, tmp_path, args):
+    missing = tmp_path / "nowhere"
+    code, _, err = run_cli(*(a.format(missing=missing, tmp=tmp_path, model=tmp_path / "m.onnx") for a in args))
+    command = " ".join(a for a in args[:2] if not a.startswith(("{", "-")))
+    assert code == 2 and one_line(err).startswith(f"counterfeit {command}: error: ")
+    assert f"no such folder: {missing} " in one_line(err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_file_given_for_a_folder_is_named(run_cli, tmp_path):
+    (tmp_path / "data.csv").write_text("a,b\n")
+    code, _, err = run_cli("data", "check", tmp_path / "data.csv")
+    assert code == 2 and f"not a folder: {tmp_path / 'data.csv'}" in one_line(err)
 
 
 def test_train_rejects_bad_options_in_one_line(run_cli, synth_data, tmp_path):
@@ -65,8 +109,8 @@ def test_screen_to_stdout(run_cli, synth_data, model_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (("screen", "/no/such/place"), "No such file or folder: /no/such/place"),
-    (("evaluate", "/no/such/place"), "No such folder: /no/such/place"),
+    (("screen", "/no/such/place"), "no such folder: /no/such/place"),
+    (("evaluate", "/no/such/place"), "no such folder: /no/such/place"),
 ])
 def test_missing_paths_exit_2(run_cli, model_path, args, expected):
     code, _, err = run_cli(*args, "--model", model_path)

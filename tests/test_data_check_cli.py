@@ -34,7 +34,7 @@ def test_errors_exit_1_and_json_lists_them(run_cli, leaking_data, tmp_path):
 
 def test_bad_arguments_exit_2(run_cli, tmp_path):
     code, _, err = run_cli("data", "check", tmp_path / "missing")
-    assert code == 2 and "Missing split folder" in err
+    assert code == 2 and "no such folder" in err
     code, _, _ = run_cli("data", "frobnicate")
     assert code == 2
 

@@ -7,12 +7,14 @@ import errno
 import hashlib
 import io
 import json
+import re
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,8 @@ import pytest
 from PIL import Image
 
 from evidence_backends import GPS, fresh_schema, jpeg_with_metadata, reencoded, synth_photo
-from inference.evidence import (EvidenceStore, NotFound, OriginalChanged, SchemaTooNew, StoreUnavailable,
-                                inspection_fields, open_store, screening_fields)
+from inference.evidence import (EvidenceStore, ForeignHead, InvalidInput, NotFound, OriginalChanged, SchemaTooNew,
+                                StoreUnavailable, heads, inspection_fields, open_store, screening_fields)
 from inference.evidence import store as store_module
 from inference.evidence.chain import entry_hash
 from inference.evidence.migrations import MIGRATIONS
@@ -203,6 +205,14 @@ def test_list_is_newest_first_with_filters_and_cursor_pages(store, photo):
         store.list(cursor="abc")
 
 
+@pytest.mark.parametrize("cursor", ["9223372036854775808", "99999999999999999999999", "²", "-1", "1e3", " 1", ""])
+def test_a_cursor_beyond_64_bits_or_malformed_is_refused_clearly(store, photo, cursor):
+    store.record(image_bytes=photo, **fields())
+    with pytest.raises(InvalidInput, match="Not a cursor from a previous page"):
+        store.list(cursor=cursor)
+    assert [r.seq for r in store.list(cursor="9223372036854775807")[0]] == [1]  # the largest seq there can be
+
+
 def test_outcomes_are_appended_never_overwritten(store, photo):
     record = store.record(image_bytes=photo, **fields(), case="CASE-1")
     store.add_outcome(record.id, "counterfeit", "lab: wrong hologram", "investigator-2")
@@ -287,8 +297,6 @@ def test_verify_names_a_removed_or_altered_outcome(store, backend, photo):
 def test_verify_catches_a_rewrite_with_recomputed_hashes(store, backend, photo):
     records = recorded(store, photo, 3)
     forged = store.get(records[1].id)
-    from dataclasses import replace
-
     forged = replace(forged, score=0.01)
     backend.sql("UPDATE records SET score = ?, record_hash = ? WHERE seq = 2",
                 (0.01, entry_hash(forged.prev_hash, forged)))
@@ -309,6 +317,119 @@ def test_verify_names_a_changed_or_missing_original(store, backend, photo):
     assert store.verify(images=False).ok
     path.unlink()
     assert (store.verify().first_bad["seq"], store.verify().first_bad["problem"]) == (2, "image_missing")
+
+
+# --------------------------------------------------------------------------- heads anchored outside the database
+
+
+def truncate(backend: Backend, keep: int) -> None:
+    """Remove the entries after seq `keep` and rewind the stored chain head to match, as whoever can write
+    the database can: the chain checked against itself cannot tell."""
+    backend.sql("DELETE FROM fingerprints WHERE record_seq > ?", (keep,))
+    backend.sql("DELETE FROM records WHERE seq > ?", (keep,))
+    backend.sql("UPDATE chain_head SET seq = ?, hash = (SELECT record_hash FROM records WHERE seq = ?) WHERE id = 1",
+                (keep, keep))
+
+
+def test_a_published_head_catches_a_truncation_with_a_rewound_chain_head(store, backend, photo):
+    recorded(store, photo, 3)
+    early = store.head()
+    recorded(store, photo, 2)
+    published = store.head()
+    assert (early.seq, published.seq, published.hash) == (3, 5, store.verify().head_hash)
+    truncate(backend, 3)
+    assert store.verify().ok  # the limit of an unanchored chain: this is why heads are published
+    report = store.verify(anchors=[early, published])
+    assert (report.ok, report.checked, report.anchors_checked) == (False, 3, 1)
+    assert {k: report.first_bad[k] for k in ("seq", "id", "problem")} == {"seq": 4, "id": None, "problem": "removed"}
+    assert "entries 4..5 were removed" in report.first_bad["detail"]
+    recorded(store, photo, 2)  # new entries where the removed ones were: seq 4 and 5 again, other hashes
+    report = store.verify(anchors=[published, early])
+    assert (report.first_bad["seq"], report.first_bad["problem"], report.checked) == (5, "altered", 3)
+    assert "among seq 4..5" in report.first_bad["detail"]
+    assert store.verify(anchors=[early]).anchors_checked == 1
+
+
+def test_a_published_head_catches_a_rewrite_with_recomputed_hashes(store, backend, photo):
+    first = recorded(store, photo, 1)[0]
+    anchors = [store.head()]
+    recorded(store, photo, 3)
+    anchors.append(store.head())
+    prev = first.record_hash
+    for entry in store.list(limit=10)[0][::-1][1:]:  # rewrite seq 2, then re-link and re-hash 3 and 4
+        forged = replace(entry, score=0.01, prev_hash=prev, outcomes=())
+        prev = entry_hash(prev, forged)
+        backend.sql("UPDATE records SET score = 0.01, prev_hash = ?, record_hash = ? WHERE seq = ?",
+                    (forged.prev_hash, prev, entry.seq))
+    backend.sql("UPDATE chain_head SET hash = ? WHERE id = 1", (prev,))
+    assert store.verify().ok
+    report = store.verify(anchors=anchors)
+    assert (report.first_bad["seq"], report.first_bad["problem"], report.checked, report.anchors_checked) == (
+        4, "altered", 1, 1)
+    assert "among seq 2..4" in report.first_bad["detail"]
+
+
+def test_heads_name_their_store_and_a_head_of_another_is_refused(store, backend, photo, tmp_path):
+    empty = store.head()
+    assert (empty.seq, empty.hash, empty.signature) == (0, "0" * 64, None) and len(empty.store) == 32
+    assert store.verify(anchors=[empty]).ok
+    store.record(image_bytes=photo, **fields())
+    assert backend.open().head().store == empty.store  # kept in the database: every replica names it alike
+    other = open_store(None, tmp_path / "other")
+    try:
+        foreign = other.head()
+    finally:
+        other.close()
+    assert foreign.store != empty.store
+    with pytest.raises(ForeignHead, match=f"evidence store {foreign.store}.*this one is {empty.store}"):
+        store.verify(anchors=[empty, foreign])
+    assert issubclass(ForeignHead, InvalidInput) and issubclass(ForeignHead, ValueError)
+
+
+def test_verify_says_embeddings_are_not_covered(store, photo):
+    record = store.record(image_bytes=photo, **fields(), embedding=np.ones(8))
+    assert record.seq == 1 and "embeddings" in store.verify().not_covered
+    assert "derived data" in store.verify().not_covered
+
+
+def test_a_signed_head_checks_only_with_its_key_and_unaltered(store, photo, tmp_path):
+    store.record(image_bytes=photo, **fields())
+    key_file, other_file = tmp_path / "head.key", tmp_path / "other.key"
+    heads.new_key(key_file)
+    heads.new_key(other_file)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    with pytest.raises(InvalidInput, match="already exists"):
+        heads.new_key(key_file)
+    key = heads.read_key(key_file)
+    head = heads.signed(store.head(), key)
+    (tmp_path / "heads.jsonl").write_text(heads.head_line(head) + "\n\n" + heads.head_line(replace(head, seq=2)) + "\n")
+    read = heads.read_heads(tmp_path / "heads.jsonl")
+    assert [where for where, _ in read] == [f"{tmp_path / 'heads.jsonl'} line 1", f"{tmp_path / 'heads.jsonl'} line 3"]
+    assert read[0][1] == head and heads.signature_ok(head, key)
+    assert not heads.signature_ok(head, heads.read_key(other_file))
+    problem = heads.first_bad_signature(read, key)
+    assert "line 3" in problem and "edited or forged" in problem
+    assert "not signed" in heads.first_bad_signature([("x", replace(head, signature=None))], key)
+    (tmp_path / "pretty.json").write_text(json.dumps(json.loads(heads.head_line(head)), indent=2))
+    assert heads.read_heads(tmp_path / "pretty.json") == [(str(tmp_path / "pretty.json"), head)]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("", "holds no head"), ("{not json", "line 1 is not JSON"), ("[1, 2]", "not a JSON object"),
+    ('{"seq": true, "hash": "' + "a" * 64 + '", "at": "t", "store": "' + "b" * 32 + '"}', '"seq"'),
+    ('{"seq": 3, "hash": "xyz", "at": "t", "store": "' + "b" * 32 + '"}', '"hash"'),
+    ('{"seq": 0, "hash": "' + "a" * 64 + '", "at": "t", "store": "' + "b" * 32 + '"}', "genesis"),
+    ('{"seq": 3, "hash": "' + "a" * 64 + '", "at": "t"}', '"store"'),
+])
+def test_a_malformed_head_file_is_refused_naming_the_line(tmp_path, text, says):
+    (tmp_path / "heads.jsonl").write_text(text)
+    with pytest.raises(InvalidInput, match=re.escape(says)):
+        heads.read_heads(tmp_path / "heads.jsonl")
+    with pytest.raises(InvalidInput, match="cannot read"):
+        heads.read_heads(tmp_path / "missing.jsonl")
+    (tmp_path / "bad.key").write_text("not hex")
+    with pytest.raises(InvalidInput, match="--new-key"):
+        heads.read_key(tmp_path / "bad.key")
 
 
 # --------------------------------------------------------------------------- nothing lost, nothing half-written
@@ -403,7 +524,7 @@ def test_a_version_1_database_is_upgraded_to_the_latest(backend, photo):
     upgraded.add_embedding(record.id, np.ones(8))
     copy = upgraded.record(image_bytes=reencoded(photo), **fields())
     assert [m.record.id for m in upgraded.similar(copy.id)] == [record.id]  # v1 fingerprints still serve
-    assert upgraded.verify().ok
+    assert upgraded.verify().ok and len(upgraded.head().store) == 32  # an id for the store's published heads
     backend.sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')")
     with pytest.raises(SchemaTooNew):
         backend.open()

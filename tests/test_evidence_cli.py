@@ -3,6 +3,7 @@
 import csv
 import json
 import sqlite3
+import stat
 
 import pytest
 
@@ -71,3 +72,51 @@ def test_to_dataset_writes_confirmed_outcomes_split_by_case(run_cli, logged, tmp
 def test_missing_log_exits_2(run_cli, tmp_path):
     code, _, err = run_cli("evidence", "verify", "--data-dir", tmp_path / "nothing")
     assert code == 2 and "no evidence log" in err
+
+
+def test_a_published_head_catches_what_verify_alone_cannot(run_cli, logged, tmp_path):
+    code, out, _ = run_cli("evidence", "head")
+    head = json.loads(out)
+    assert code == 0 and out.count("\n") == 1 and head["seq"] == 8 and set(head) == {"seq", "hash", "at", "store"}
+    (tmp_path / "heads.jsonl").write_text(out)
+    tamper(logged, "DELETE FROM fingerprints WHERE record_seq > 6")  # the newest two removed...
+    tamper(logged, "DELETE FROM records WHERE seq > 6")
+    tamper(logged, "UPDATE chain_head SET seq = 6, hash = (SELECT record_hash FROM records WHERE seq = 6)")  # ...hidden
+    code, out, err = run_cli("evidence", "verify")
+    assert code == 0 and out.startswith("ok: 6 entries intact") and "unanchored" in out  # the chain alone: fooled
+    assert "embeddings" in err and "derived data" in err
+    code, out, _ = run_cli("evidence", "verify", "--head", tmp_path / "heads.jsonl")
+    assert code == 1 and out.count("\n") == 1
+    assert out.startswith("ALTERED: entry seq 7 (id None): removed:") and "entries 7..8 were removed" in out
+
+
+def test_signed_heads_check_with_their_key_only(run_cli, logged, tmp_path):
+    key = tmp_path / "head.key"
+    assert run_cli("evidence", "head", "--new-key", key)[0] == 0 and stat.S_IMODE(key.stat().st_mode) == 0o600
+    code, _, err = run_cli("evidence", "head", "--new-key", key)
+    assert code == 2 and "already exists" in err
+    first = run_cli("evidence", "head", "--key", key)[1]
+    (tmp_path / "heads.jsonl").write_text(first + run_cli("evidence", "head", "--key", key)[1])
+    assert json.loads(first)["signature"].startswith("hmac-sha256:")
+    code, out, _ = run_cli("evidence", "verify", "--head", tmp_path / "heads.jsonl", "--key", key)
+    assert code == 0 and "2 anchored heads found intact" in out
+    edited = json.loads(first) | {"at": "2020-01-01T00:00:00.000000Z"}
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    code, out, _ = run_cli("evidence", "verify", "--head", tmp_path / "heads.jsonl", "--head", tmp_path / "edited.json",
+                           "--key", key)
+    assert code == 1 and out.startswith(f"BAD SIGNATURE: {tmp_path / 'edited.json'} line 1 (seq 8")
+    code, _, err = run_cli("evidence", "verify", "--key", key)
+    assert code == 2 and "--head" in err
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "cannot read the head file"),
+    ("not json\n", "line 1 is not JSON"),
+    ('{"seq": 8, "hash": "' + "a" * 64 + '", "at": "2026-01-01T00:00:00Z", "store": "' + "b" * 32 + '"}\n',
+     "is of evidence store " + "b" * 32),
+])
+def test_an_unreadable_head_or_one_of_another_store_exits_2(run_cli, logged, tmp_path, content, says):
+    if content is not None:
+        (tmp_path / "heads.jsonl").write_text(content)
+    code, out, err = run_cli("evidence", "verify", "--head", tmp_path / "heads.jsonl")
+    assert code == 2 and out == "" and err.count("\n") == 1 and says in err

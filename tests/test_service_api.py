@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import shutil
 
 import pytest
 from conftest import TINY_PHOTO_SETTINGS, image_bytes
@@ -17,14 +16,6 @@ from inference.settings import Settings
 
 def synth_photo(synth_data, label="genuine", index=0) -> bytes:
     return sorted((synth_data / "test" / label).rglob("*.jpg"))[index].read_bytes()
-
-
-@pytest.fixture
-def model_dir(model_path, tmp_path):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    shutil.copy(model_path, folder / "model.onnx")
-    return folder
 
 
 @pytest.fixture

@@ -13,7 +13,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from web_helpers import CHROMIUM_ARGS, DESKTOP, PHONE, REPO, Server, chromium_path, heatmap_png, png_size
+from web_helpers import (
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PHONE,
+    REPO,
+    TALL_PHONE,
+    Server,
+    chromium_path,
+    heatmap_png,
+    png_size,
+)
 
 ARTIFACTS = REPO / "artifacts"
 WEB = REPO / "inference" / "web" / "static"
@@ -45,6 +55,31 @@ def test_the_page_needs_no_internet():
         text = (WEB / name).read_text(encoding="utf-8")
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), f"{name} loads from the internet"
         assert "@import" not in text
+
+
+def docs_client(predictor, tmp_path):
+    """An app with API keys configured: the docs stay open all the same, as FastAPI's own were."""
+    from fastapi.testclient import TestClient
+
+    from inference.api import create_app
+    from inference.auth import new_key
+    from inference.settings import Settings
+
+    _, entry = new_key("inspector-1", "inspector")
+    return TestClient(create_app(Settings(data_dir=tmp_path, api_keys=[entry]), predictor))
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_only_from_the_server(predictor, tmp_path, page):
+    with docs_client(predictor, tmp_path) as client:
+        answer = client.get(page)  # no key sent
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+        assert not re.search(r"https?://", answer.text), f"{page} loads from the internet (a CDN)"
+        assets = re.findall(r'(?:src|href)="([^"]+)"', answer.text)
+        assert any(url.endswith(".js") for url in assets)
+        for url in assets:
+            assert url.startswith("/docs/assets/") and client.get(url).status_code == 200, url
+        assert client.get("/openapi.json").status_code == 200
 
 
 # ---------------------------------------------------------------- fixtures: servers, browser, photos
@@ -155,14 +190,28 @@ def answer_with(page, server: str, photo: Path, change) -> None:
     page.route("**/v1/inspections?explain=true", handle)
 
 
-def overlay_alpha(page, points: list[tuple[float, float]]) -> list[int]:
-    """Alpha of the drawn overlay at (x, y) fractions of its width and height."""
+def overlay_pixels(page, points: list[tuple[float, float]]) -> list[list[int]]:
+    """RGBA of the drawn overlay at (x, y) fractions of its width and height."""
     return page.evaluate("""(points) => {
         const canvas = document.getElementById('overlay');
         const context = canvas.getContext('2d');
-        return points.map(([x, y]) => context.getImageData(
-            Math.floor(x * (canvas.width - 1)), Math.floor(y * (canvas.height - 1)), 1, 1).data[3]);
+        return points.map(([x, y]) => [...context.getImageData(
+            Math.floor(x * (canvas.width - 1)), Math.floor(y * (canvas.height - 1)), 1, 1).data]);
     }""", [list(point) for point in points])
+
+
+def overlay_alpha(page, points: list[tuple[float, float]]) -> list[int]:
+    """Alpha of the drawn overlay at (x, y) fractions of its width and height."""
+    return [rgba[3] for rgba in overlay_pixels(page, points)]
+
+
+def in_viewport(page, selector: str) -> bool:
+    """The element's whole box lies inside the browser window."""
+    return page.eval_on_selector(selector, """(el) => {
+        const box = el.getBoundingClientRect();
+        return box.height > 0 && box.top >= 0 && box.left >= 0
+            && box.bottom <= window.innerHeight && box.right <= window.innerWidth;
+    }""")
 
 
 # ---------------------------------------------------------------- the page in Chromium
@@ -253,6 +302,7 @@ def test_a_poor_photo_asks_for_a_retake_and_says_why(browser, open_server, photo
     assert "then retake it" in page.inner_text("#verdict-advice")  # the server's own advice
     assert page.locator("#score-block").is_hidden()  # no score for a photo that was not judged
     assert page.locator("#overlay-controls").is_hidden()
+    assert page.locator("#verdict-outcome").is_hidden()  # a poor photo is no evidence of what the item is
     screenshot(page, "web-phone-retake.png", full_page=False)
     close(page)
 
@@ -306,7 +356,9 @@ def test_counterfeit_verdict_on_phone_and_desktop(browser, open_server, photos):
         expect(page.locator("#overlay")).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]  # no sideways scrolling
         if size is DESKTOP:
-            # Two columns: the verdict sits beside the controls, in view without scrolling.
+            # Two columns: the verdict sits beside the controls, in view without scrolling. (The page
+            # may have scrolled a little to keep the progress bar in sight: compare from the top.)
+            page.evaluate("window.scrollTo(0, 0)")
             main, side = page.locator(".col--main").bounding_box(), page.locator(".col--side").bounding_box()
             assert side["x"] >= main["x"] + main["width"] and abs(side["y"] - main["y"]) < 1
             assert page.locator("#verdict").bounding_box()["y"] < size["height"] / 2
@@ -314,6 +366,143 @@ def test_counterfeit_verdict_on_phone_and_desktop(browser, open_server, photos):
         if size is PHONE:
             screenshot(page, "web-phone-counterfeit-full.png")
         close(page)
+
+
+def test_api_docs_render_in_a_browser_without_the_internet(browser, open_server):
+    context = browser.new_context(viewport=DESKTOP)
+    outside: list[str] = []
+
+    def server_only(route):  # a site network without internet: only the server answers
+        if route.request.url.startswith(open_server + "/"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", server_only)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(open_server + "/docs")
+    # Swagger UI 5 reads FastAPI's OpenAPI 3.1 schema (Swagger UI 4 only says "Unable to render").
+    page.locator(".opblock-summary-path", has_text="/v1/inspections").first.wait_for()
+    assert page.locator(".opblock").count() >= 10
+    page.goto(open_server + "/redoc")
+    page.get_by_role("heading", name="Create Inspection").first.wait_for()
+    assert outside == []
+    context.close()
+
+
+def tall_phone(browser, url: str):
+    return open_page(browser, url, TALL_PHONE, is_mobile=True, has_touch=True)
+
+
+def test_a_verdict_lands_whole_on_a_phone_screen_and_progress_stays_in_sight(browser, open_server, photos):
+    from playwright.sync_api import expect
+
+    page = tall_phone(browser, open_server)
+    # As on an iPhone: WebKit has had no scroll anchoring (webkit.org/b/171099), so nothing holds the
+    # view in place when something above it changes size; the page must not count on Chromium's.
+    page.add_style_tag(content="* { overflow-anchor: none !important; }")
+    page.fill("#location", "Port of Antwerp, gate 4")
+    page.fill("#case", "CASE-2024-117")
+    page.fill("#note", "container MSCU 123456-7, carton 3")
+    inspect(page, photos["genuine"])
+    assert page.locator("#error").is_hidden(), page.inner_text("#error")
+    banner = page.eval_on_selector("#verdict", "el => JSON.stringify(el.getBoundingClientRect())")
+    assert in_viewport(page, "#verdict"), f"the verdict banner is cut off: {banner}"
+    screenshot(page, "web-tall-phone-verdict.png", full_page=False)
+
+    # The next photo, from far down the page (a long list of recent inspections, stood in for by a tall
+    # block): the progress bar comes on screen while the photo goes up.
+    held = []
+    page.route("**/v1/inspections?explain=true", lambda route: held.append(route))
+    page.evaluate("""() => {
+        const filler = document.createElement('div');
+        filler.style.height = '3000px';
+        document.querySelector('main').append(filler);
+        window.scrollTo(0, document.documentElement.scrollHeight);
+    }""")
+    page.set_input_files("#photo-input", str(photos["genuine"]))
+    expect(page.locator("#progress")).to_be_visible()
+    assert in_viewport(page, "#progress")
+    for _ in range(100):  # the request reaches the route handler while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(50)
+    held[0].fulfill(status=503, json={"error": {"code": "model_not_loaded", "message": "Not loaded yet."}})
+    expect(page.locator("#error-title")).to_have_text("The server is starting up.")
+    assert in_viewport(page, "#error")
+    close(page)
+
+
+def test_heatmap_marks_are_ringed_light_and_dark_to_show_on_any_colour(browser, open_server, photos):
+    from playwright.sync_api import expect
+
+    page = tall_phone(browser, open_server)
+    answer_with(page, open_server, photos["counterfeit"], counterfeit_answer)
+    inspect(page, photos["counterfeit"])
+    expect(page.locator("#overlay")).to_be_visible()
+    # Across the first hot spot (centre at x 0.36, y 0.52): red alone vanishes on a red label; a light
+    # ring inside a dark one shows on any colour.
+    row = overlay_pixels(page, [(x / 400, 0.52) for x in range(40, 240)])
+    light = [x for x, (r, g, b, a) in zip(range(40, 240), row) if a == 255 and min(r, g, b) >= 230]
+    dark = [x for x, (r, g, b, a) in zip(range(40, 240), row) if a == 255 and max(r, g, b) <= 60]
+    assert light and dark, row
+    assert min(dark) < min(light) and max(light) < max(dark)  # dark outside, light inside, on both sides
+    red = overlay_pixels(page, [(0.36, 0.52)])[0]
+    assert red[0] > 200 and red[1] < 60 and red[3] > 150  # the mark itself stays red
+    close(page)
+
+
+def test_outcome_is_recorded_from_the_verdict_card(browser, open_server, photos):
+    from playwright.sync_api import expect
+
+    page = tall_phone(browser, open_server)
+    inspect(page, photos["genuine"])
+    inspection_id = page.evaluate("JSON.parse(localStorage.getItem('counterfeit.deviceInspections'))[0]")
+    card, status = page.locator("#verdict-outcome"), page.locator("#verdict-outcome-status")
+    expect(card).to_be_visible()
+
+    forbidden = {"error": {"code": "forbidden", "message": "Role screener may not call this endpoint."}}
+    page.route("**/outcome", refuse(403, json.dumps(forbidden)))
+    card.get_by_role("button", name="Confirmed counterfeit").click()
+    expect(status).to_contain_text("Not saved. This API key may not do that.")
+    page.unroute("**/outcome")
+
+    page.fill("#verdict-outcome-note", "seal intact, lab report 7")
+    card.get_by_role("button", name="Confirmed genuine").click()
+    expect(status).to_have_text(re.compile(r"^Saved: confirmed genuine\."))
+    record = httpx.get(f"{open_server}/v1/inspections/{inspection_id}").json()
+    assert [(o["label"], o["note"]) for o in record["outcomes"]] == [("genuine", "seal intact, lab report 7")]
+    expect(page.locator(f"#recent-list li[data-id='{inspection_id}'] .item__outcome")).to_contain_text(
+        "Confirmed: Genuine · seal intact, lab report 7")
+    close(page)
+
+
+# Every visible control's box, or for a form control the label people tap instead (the hidden file
+# inputs behind the photo buttons, radios and switches inside their labels): -> those under 44x44 CSS px.
+SMALL_TARGETS = """(minimum) => {
+    const big = (el) => { const box = el.getBoundingClientRect();
+                          return box.width >= minimum - 0.5 && box.height >= minimum - 0.5; };
+    const targets = [...document.querySelectorAll('a[href], button, input, select, textarea, summary, label.btn')]
+        .filter((el) => !el.closest('template') && el.getClientRects().length > 0);
+    const size = (el) => { const box = el.getBoundingClientRect();
+                           return `${Math.round(box.width)}x${Math.round(box.height)}`; };
+    const small = targets.filter((el) => !big(el) && !(el.labels && [...el.labels].some(big)))
+        .map((el) => `${el.id || el.className || el.tagName} ${size(el)}`);
+    return { checked: targets.length, small };
+}"""
+
+
+def test_every_target_is_at_least_44_css_px(browser, open_server, photos):
+    page = tall_phone(browser, open_server)
+    answer_with(page, open_server, photos["counterfeit"], counterfeit_answer)
+    inspect(page, photos["counterfeit"])  # the verdict card with all its controls
+    page.click(".key__summary")  # the key form
+    page.locator("#recent-list li .outcome__summary").first.click()  # a recent inspection's outcome form
+    found = page.evaluate(SMALL_TARGETS, 44)
+    assert found["checked"] >= 20 and found["small"] == [], found
+    close(page)
 
 
 def test_a_file_that_is_not_a_photo_is_refused_in_words(browser, open_server, tmp_path):
@@ -325,8 +514,10 @@ def test_a_file_that_is_not_a_photo_is_refused_in_words(browser, open_server, tm
     inspect(page, fake, via="#file-input")
     error = page.locator("#error")
     expect(error).to_be_visible()
-    assert "format" in error.inner_text()
-    assert "JPEG" in page.inner_text("#error-detail")
+    assert page.inner_text("#error-title") == "That file is not a photo the server can read."
+    detail = page.inner_text("#error-detail")
+    assert "JPEG" in detail  # the server's own words: the formats it takes
+    assert "Choose a photo of the item in one of these formats, or take a new one with “Take a photo”." in detail
     assert page.locator("#result").is_hidden()
     screenshot(page, "web-phone-error.png", full_page=False)
     close(page)

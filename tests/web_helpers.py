@@ -24,6 +24,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 PHONE = {"width": 360, "height": 740}
+TALL_PHONE = {"width": 390, "height": 844}  # a common current phone, in CSS pixels
 DESKTOP = {"width": 1280, "height": 800}
 
 

@@ -16,15 +16,16 @@ from PIL import Image
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from inference.images import ImageError, load_image
+from inference.images import ImageError
 from inference.layout import DataError, Sample, list_split  # noqa: F401  (re-exported for training)
+from inference.predictor import decode
 from inference.preprocess import PreprocessSpec, letterbox, normalise
 
 
 def decode_frame(path: Path, spec: PreprocessSpec) -> Image.Image:
-    """File -> the letterboxed model-size frame, through the serving decoder."""
+    """File -> the letterboxed model-size frame, through the serving decoder (inference.predictor.decode)."""
     try:
-        loaded = load_image(path.read_bytes(), draft_to=spec.size)
+        loaded = decode(path.read_bytes(), spec)
     except ImageError as exc:
         raise DataError(f"{path}: {exc.message}") from exc
     return letterbox(loaded.image, spec)

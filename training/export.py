@@ -6,7 +6,6 @@ calibrated scores on real preprocessed images must equal torch's within `toleran
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import warnings
@@ -23,6 +22,7 @@ from inference.classes import CLASSES
 from inference.images import ImageError
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
+from inference.onnx_wire import content_version
 from inference.predictor import (
     EMBEDDING_NAME,
     HEATMAP_NAME,
@@ -94,9 +94,10 @@ def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
 
 
 def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> ModelMetadata:
-    """Write the metadata; its version is the SHA-256 of the model serialised with an empty version."""
+    """Write the metadata; its version is the content hash of the model serialised with an empty version,
+    computed by the very function the Predictor checks it with (inference.onnx_wire.content_version)."""
     _set_props(proto, replace(metadata, version="").to_props())
-    version = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:16]
+    version = content_version(proto.SerializeToString())
     metadata = replace(metadata, version=version)
     _set_props(proto, metadata.to_props())
     return metadata

@@ -10,6 +10,8 @@ which model said what, plus what investigations later found, in a tamper-evident
 
 from inference.evidence.errors import (
     EvidenceError,
+    ForeignHead,
+    InvalidInput,
     NotFound,
     OriginalChanged,
     SchemaTooNew,
@@ -19,8 +21,10 @@ from inference.evidence.fields import inspection_fields, screen_line_fields, scr
 from inference.evidence.opening import open_store
 from inference.evidence.records import (
     KINDS,
+    NOT_COVERED,
     OUTCOME_LABELS,
     PROBLEMS,
+    Head,
     Match,
     Outcome,
     Record,
@@ -29,7 +33,7 @@ from inference.evidence.records import (
 from inference.evidence.store import EvidenceStore
 
 __all__ = [
-    "EvidenceError", "EvidenceStore", "KINDS", "Match", "NotFound", "OUTCOME_LABELS", "OriginalChanged",
-    "Outcome", "PROBLEMS", "Record", "SchemaTooNew", "StoreUnavailable", "VerifyReport", "inspection_fields",
-    "open_store", "screen_line_fields", "screening_fields",
+    "EvidenceError", "EvidenceStore", "ForeignHead", "Head", "InvalidInput", "KINDS", "Match", "NOT_COVERED",
+    "NotFound", "OUTCOME_LABELS", "OriginalChanged", "Outcome", "PROBLEMS", "Record", "SchemaTooNew",
+    "StoreUnavailable", "VerifyReport", "inspection_fields", "open_store", "screen_line_fields", "screening_fields",
 ]

@@ -6,18 +6,25 @@ where prev_hash is the previous entry's record_hash (GENESIS for seq 1) and cano
 no whitespace, UTF-8 and no NaN. The fields include seq, id, created_at and image_sha256, so changing,
 renumbering, reordering or re-pointing an entry at another photo changes its hash; removing one breaks
 the sequence or the next entry's link. The chain head (seq, hash of the last entry) is stored as well, so
-removing the newest entries is caught too; publishing the head elsewhere from time to time (the verify
-report gives it) also catches a rewrite of the whole database.
+removing the newest entries is caught too, unless the stored head is rewound along with them.
+
+That, and a rewrite of the whole chain with recomputed hashes, is the limit of a chain checked against
+itself: whoever can write the database can do both. Heads kept outside the database (heads.py) close it:
+verify_entries(anchors=...) checks that the chain still holds each anchored head's entry and hash.
+
+Not covered: the embeddings and similarity fingerprints (perceptual hashes, thumbnails) kept beside the
+records. They are derived data, recomputable from the original photo (whose SHA-256 is chained) and the
+model (named in the record); altering them can only change which records similar() ranks close.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from inference.evidence.records import Outcome, Record, VerifyReport, phash_hex
+from inference.evidence.records import Head, Outcome, Record, VerifyReport, phash_hex
 
 GENESIS = "0" * 64
 _UNHASHED = ("prev_hash", "record_hash", "outcomes")
@@ -51,10 +58,12 @@ def entry_hash(prev_hash: str, entry: Record | Outcome) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_text(payload(entry)).encode("utf-8")).hexdigest()
 
 
-def verify_entries(entries: Iterable[Entry], head: tuple[int, str],
-                   image_problem: Callable[[str], str | None]) -> VerifyReport:
+def verify_entries(entries: Iterable[Entry], head: tuple[int, str], image_problem: Callable[[str], str | None],
+                   anchors: Sequence[Head] = ()) -> VerifyReport:
     """Walk entries in seq order; the report names the first one altered, removed or whose image is not
-    the one recorded. image_problem(sha256) -> None | "image_missing" | "image_changed"."""
+    the one recorded, then the first anchored head (published earlier) the chain no longer holds.
+    image_problem(sha256) -> None | "image_missing" | "image_changed"."""
+    wanted, found = {anchor.seq for anchor in anchors}, {0: (GENESIS, None)}
     expected, prev, previous_id = 1, GENESIS, None
     for entry in entries:
         bad = _entry_problem(entry, expected, prev, previous_id)
@@ -62,9 +71,15 @@ def verify_entries(entries: Iterable[Entry], head: tuple[int, str],
             problem = image_problem(entry.image_sha256)
             bad = problem and _bad(entry.seq, entry.id, problem, _IMAGE_DETAILS[problem])
         if bad:
-            return _report(bad, head)
+            return _report(bad, head, bad["seq"] - 1)
+        if entry.seq in wanted:
+            found[entry.seq] = (entry.record_hash, entry.id)
         expected, prev, previous_id = expected + 1, entry.record_hash, entry.id
-    return _report(_head_problem(expected - 1, prev, previous_id, head), head, checked=expected - 1)
+    bad = _head_problem(expected - 1, prev, previous_id, head)
+    if bad:
+        return _report(bad, head, bad["seq"] - 1)
+    bad, vouched, matched = _anchor_problem(sorted(anchors, key=lambda anchor: anchor.seq), found, expected - 1)
+    return _report(bad, head, vouched if bad else expected - 1, matched)
 
 
 _IMAGE_DETAILS = {"image_missing": "its original photo is missing from the store",
@@ -103,10 +118,29 @@ def _head_problem(last_seq: int, last_hash: str, last_id: str | None, head: tupl
     return None
 
 
+def _anchor_problem(anchors: Sequence[Head], found: dict[int, tuple[str, str | None]],
+                    last_seq: int) -> tuple[dict | None, int, int]:
+    """(the first anchored head, in seq order, the chain no longer holds, or None; the seq up to which the
+    last matching head vouches for the chain; how many heads matched)."""
+    vouched = 0
+    for matched, anchor in enumerate(anchors):
+        if anchor.seq > last_seq:
+            return _bad(last_seq + 1, None, "removed", f"the head taken at {anchor.at} anchors seq {anchor.seq}, but "
+                        f"the chain ends at seq {last_seq}: entries {last_seq + 1}..{anchor.seq} were removed and "
+                        "the stored chain head rewound"), last_seq, matched
+        stored_hash, entry_id = found[anchor.seq]
+        if stored_hash != anchor.hash:
+            return _bad(anchor.seq, entry_id, "altered", f"its hash is not the one anchored by the head taken at "
+                        f"{anchor.at}: an entry among seq {vouched + 1}..{anchor.seq} was rewritten and the chain "
+                        "re-hashed after it"), vouched, matched
+        vouched = anchor.seq
+    return None, vouched, len(anchors)
+
+
 def _bad(seq: int, entry_id: str | None, problem: str, detail: str) -> dict:
     return {"seq": seq, "id": entry_id, "problem": problem, "detail": detail}
 
 
-def _report(bad: dict | None, head: tuple[int, str], checked: int = 0) -> VerifyReport:
-    checked = bad["seq"] - 1 if bad else checked
-    return VerifyReport(ok=bad is None, checked=checked, first_bad=bad, head_seq=head[0], head_hash=head[1])
+def _report(bad: dict | None, head: tuple[int, str], checked: int, anchors_checked: int = 0) -> VerifyReport:
+    return VerifyReport(ok=bad is None, checked=checked, first_bad=bad, head_seq=head[0], head_hash=head[1],
+                        anchors_checked=anchors_checked)

@@ -27,3 +27,12 @@ class OriginalChanged(EvidenceError):
 
 class SchemaTooNew(EvidenceError):
     """The database was migrated by a newer version of this software; this one must not write to it."""
+
+
+class InvalidInput(EvidenceError, ValueError):
+    """Input the store refuses as malformed: a page cursor, a published head, a key file. The API answers
+    4xx, the CLI exits 2; the message says what is wrong and how to fix it."""
+
+
+class ForeignHead(InvalidInput):
+    """A published head taken from another evidence store: it says nothing about this one."""

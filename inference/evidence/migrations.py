@@ -33,6 +33,8 @@ class Migration:
         return [statement.strip() for statement in text.split(";") if statement.strip()]
 
 
+_IDENTITY_TABLE = "CREATE TABLE store_identity (id {INT} PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL)"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "records, outcomes and the chain head", f"""
         CREATE TABLE chain_head (
@@ -98,6 +100,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "records by listing or seller id", """
         CREATE INDEX records_external_id ON records (external_id, seq)
     """),
+    # A random id, made once per store, that published heads name: a head is checked against its own store.
+    Migration(4, "the store's id, named by published chain heads", {
+        "sqlite": _IDENTITY_TABLE.format(**_TYPES["sqlite"]) + """;
+            INSERT INTO store_identity (id, store_id) VALUES (1, lower(hex(randomblob(16))))""",
+        "postgresql": _IDENTITY_TABLE.format(**_TYPES["postgresql"]) + """;
+            INSERT INTO store_identity (id, store_id) VALUES (1, md5(random()::text || clock_timestamp()::text))""",
+    }),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -11,6 +11,9 @@ KINDS = ("inspection", "screening")
 VERDICTS = ("genuine", "counterfeit", "inconclusive", "retake")
 OUTCOME_LABELS = ("genuine", "counterfeit", "unknown")
 PROBLEMS = ("altered", "removed", "image_changed", "image_missing")
+# What verify does not check, and why that is acceptable: said in every report.
+NOT_COVERED = ("embeddings and similarity fingerprints (perceptual hashes, thumbnails): derived data, recomputable "
+               "from the photos and the model; they only rank similar records")
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -76,8 +79,22 @@ class VerifyReport:
     ok: bool
     checked: int  # chain entries (records and outcomes) found intact before the first bad one
     first_bad: dict | None  # {"seq", "id", "problem", "detail"}; problem is one of PROBLEMS
-    head_seq: int  # the chain head as stored: publish (seq, hash) elsewhere to anchor the chain
+    head_seq: int  # the chain head as stored: publish it elsewhere to anchor the chain (see heads.py)
     head_hash: str
+    anchors_checked: int = 0  # published heads (Head) found in the chain, intact
+    not_covered: str = NOT_COVERED
+
+
+@dataclass(frozen=True)
+class Head:
+    """The chain head as taken at one moment, to be kept outside the database (see heads.py): this store's
+    chain then held `seq` entries, the newest with record_hash `hash`."""
+
+    seq: int
+    hash: str
+    at: str  # UTC time it was taken, as utc_now()
+    store: str  # the id of the evidence store it was taken from (32 hex digits, made when the store was)
+    signature: str | None = None  # "hmac-sha256:<64 hex>" when taken with a key
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -27,7 +28,7 @@ from inference.evidence import dataset, export, migrations
 from inference.evidence.blobs import Blobs, sha256_hex
 from inference.evidence.chain import Unreadable, entry_hash, verify_entries
 from inference.evidence.db import Database, Tx
-from inference.evidence.errors import NotFound, StoreUnavailable
+from inference.evidence.errors import ForeignHead, InvalidInput, NotFound, StoreUnavailable
 from inference.evidence.fields import checked, checked_outcome
 from inference.evidence.imaging import (
     Fingerprint,
@@ -37,6 +38,7 @@ from inference.evidence.imaging import (
 )
 from inference.evidence.neighbours import Neighbours, phashes_text
 from inference.evidence.records import (
+    Head,
     Match,
     Outcome,
     Record,
@@ -63,6 +65,7 @@ log = logging.getLogger("counterfeit.evidence")
 
 MAX_PAGE = 1000
 _BATCH = 500  # records per read transaction when walking the whole store
+_MAX_SEQ = 2 ** 63 - 1  # seqs are 64-bit signed integers in both databases
 
 
 class EvidenceStore:
@@ -242,9 +245,11 @@ class EvidenceStore:
 
     # ------------------------------------------------------------------ checking and exporting
 
-    def verify(self, *, images: bool = True) -> VerifyReport:
-        """Recompute the whole chain and check every stored original (each distinct photo read once).
-        The report names the first entry altered, removed, or whose photo changed or went missing."""
+    def verify(self, *, images: bool = True, anchors: Sequence[Head] = ()) -> VerifyReport:
+        """Recompute the whole chain and check every stored original (each distinct photo read once), then
+        that the chain still holds each anchored head (published earlier, see heads.py). The report names the
+        first entry altered, removed, or whose photo changed or went missing. ForeignHead for a head taken
+        from another store. Signatures are the caller's to check (heads.first_bad_signature)."""
         problems: dict[str, str | None] = {}
 
         def image_problem(sha256: str) -> str | None:
@@ -254,8 +259,15 @@ class EvidenceStore:
 
         with self._guard("verify the evidence"), self._db.read(snapshot=True) as tx:
             head = tx.chain_head()  # first, so in SQLite the snapshot starts here
+            _check_own_heads(_store_id(tx), anchors)
             with _chain_entries(tx) as entries:
-                return verify_entries(entries, head, image_problem)
+                return verify_entries(entries, head, image_problem, anchors)
+
+    def head(self) -> Head:
+        """The chain head now, unsigned, to be kept outside the database (see heads.py)."""
+        with self._guard("read the chain head"), self._db.read() as tx:
+            seq, record_hash = tx.chain_head()
+            return Head(seq=seq, hash=record_hash, at=utc_now(), store=_store_id(tx))
 
     def export(self, out: TextIO, *, since: str | datetime | None = None, format: str = "csv",
                with_images: Path | None = None) -> dict:
@@ -388,9 +400,26 @@ def _filters(*, since=None, until=None, **equal) -> tuple[list[str], list]:
 
 
 def _cursor_seq(cursor: str) -> int:
-    if not str(cursor).isdigit():
-        raise ValueError(f"Not a cursor from a previous page: {cursor!r}")
-    return int(cursor)
+    text = str(cursor)
+    # ASCII digits only (str.isdigit() also takes "²"), and within the 64-bit seq column: a larger number
+    # would overflow the driver rather than match nothing.
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > _MAX_SEQ:
+        raise InvalidInput(f"Not a cursor from a previous page: {text[:40]!r}. Pass back `next_cursor` as it "
+                           "was returned, or leave the cursor out for the first page.")
+    return int(text)
+
+
+def _store_id(tx: Tx) -> str:
+    return tx.one("SELECT store_id FROM store_identity WHERE id = 1")[0]
+
+
+def _check_own_heads(store_id: str, anchors: Sequence[Head]) -> None:
+    for anchor in anchors:
+        if anchor.store != store_id:
+            raise ForeignHead(f"the head of seq {anchor.seq} taken at {anchor.at} is of evidence store "
+                              f"{anchor.store}, this one is {store_id}: check it against the store it was taken "
+                              "from (if it was taken from this one, the store's id was changed: treat that as "
+                              "tampering)")
 
 
 def _with_outcomes(tx: Tx, rows: list[tuple]) -> list[Record]:

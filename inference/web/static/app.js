@@ -49,6 +49,7 @@ let thumbUrls = [];         // object URLs of the recent list's thumbnails, revo
 let recentRequest = 0;      // only the newest recent-list request may draw (answers can arrive out of order)
 let photoShown = 0;         // counts photos shown, so a late heatmap of an earlier photo is not drawn
 let overlayReady = false;   // the canvas holds the heatmap of the photo on screen
+let verdictRecordId = null; // the evidence record of the verdict on screen; null: nothing to record against
 
 
 /* ---------- storage: localStorage can throw (private mode, quota, disabled), never let that break the page */
@@ -183,9 +184,10 @@ function describeProblem(problem) {
       return { title: "Not found on the server.", detail: said };
     case 413:
       return { title: "The photo is too large.", detail: `${said} Take the photo at a lower resolution, or choose a smaller file.` };
-    case 415:
-      return { title: "This file is not a photo format the server can read.",
-               detail: said || "Choose a JPEG, PNG, WebP or HEIC photo." };
+    case 415:  // the server names the formats it takes; the page adds the way out
+      return { title: "That file is not a photo the server can read.",
+               detail: `${said || "It takes JPEG, PNG, WebP and HEIC photos."} Choose a photo of the item in ` +
+                       "one of these formats, or take a new one with “Take a photo”." };
     case 422:
       if (problem.code === "empty_image" || problem.code === "corrupt_image")
         return { title: "The photo could not be read: the file is empty or damaged.", detail: `${said} Take the photo again.` };
@@ -336,7 +338,11 @@ async function inspect(file) {
   $("announce").textContent = "";
   setBusy(true);
   showProgress(0);
+  // Keep the bar in sight while the photo goes up (after "Take the next photo" at the bottom of a long
+  // verdict, hiding that verdict can leave it above the screen).
+  $("progress").scrollIntoView({ block: "nearest", behavior: motion() });
   const fields = currentFields();
+  let reveal = null;  // what to scroll to once the page has its final layout
   try {
     let result;
     try {
@@ -348,6 +354,7 @@ async function inspect(file) {
       result = await uploadPhoto(file, fields, false, showProgress);
     }
     showResult(result, file);
+    reveal = revealVerdict;
     if (result.id) {
       rememberId(result.id);
       refreshRecent(result.id);
@@ -360,12 +367,15 @@ async function inspect(file) {
       showError(new ApiProblem(-1, "page_error", String(problem)));
       setTimeout(() => { throw problem; });
     }
-    $("error").scrollIntoView({ block: "center", behavior: motion() });
+    reveal = () => $("error").scrollIntoView({ block: "center", behavior: motion() });
   } finally {
     setBusy(false);
     $("photo-input").value = "";  // so choosing the same file again still fires "change"
     $("file-input").value = "";
   }
+  // Only now: hiding the progress bar (above the verdict on a phone) moves everything below it up, so
+  // a verdict scrolled into place before that ended with its banner half above the screen.
+  if (reveal) reveal();
 }
 
 function motion() {
@@ -434,10 +444,17 @@ function showResult(result, file) {
   $("result").hidden = false;
   const scoreWords = typeof result.score === "number" ? ` Score ${formatScore(result.score)}.` : "";
   $("announce").textContent = `Verdict: ${copy.word}.${scoreWords} ${advice}`;
-  // Focus moves to the verdict so screen readers and keyboards land on it; the scroll brings it into view.
+  // Focus moves to the verdict so screen readers and keyboards land on it; revealVerdict scrolls to it.
   $("verdict").focus({ preventScroll: true });
-  const top = $("result").getBoundingClientRect().top;
-  if (top < 0 || top > window.innerHeight / 3) $("result").scrollIntoView({ block: "start", behavior: motion() });
+  showVerdictOutcome(verdict === "retake" ? null : result.id);
+}
+
+// The banner whole, at the top of the screen, unless it already shows high enough (a desktop's side column).
+function revealVerdict() {
+  const banner = $("verdict").getBoundingClientRect();
+  if (banner.top < 0 || banner.bottom > window.innerHeight || banner.top > window.innerHeight / 3) {
+    $("result").scrollIntoView({ block: "start", behavior: motion() });
+  }
 }
 
 function showReasons(reasons) {
@@ -486,7 +503,8 @@ function showPhoto(result, file) {
   $("photo-frame").hidden = false;
   $("overlay-controls").hidden = !result.heatmap;
   $("photo-caption").textContent = result.heatmap
-    ? "Red marks the areas that looked most like a counterfeit to the model. Darker red: stronger signs."
+    ? "Red marks the areas that looked most like a counterfeit to the model; a white and black ring " +
+      "circles the strongest. Darker red: stronger signs."
     : "";
   photo.onload = () => { if (result.heatmap) drawHeatmap(result, shown); };
   photo.onerror = () => {
@@ -519,10 +537,56 @@ function drawHeatmap(result, shown) {
     context.imageSmoothingQuality = "high";
     context.clearRect(0, 0, canvas.width, canvas.height);
     context.drawImage(heat, left, top, contentW, contentH, 0, 0, canvas.width, canvas.height);
+    outlineHotSpots(context, canvas);
     overlayReady = true;
     canvas.hidden = !$("overlay-toggle").checked;
   };
   heat.src = `data:image/png;base64,${result.heatmap}`;
+}
+
+// Red marks vanish on a red label or box: ring the strongest areas with a light line inside a dark one,
+// which stands out on every colour. The server scales each map to its own peak, so "strong" is relative.
+const OUTLINE_LEVEL = 0.5;     // ringed: alpha at least half the map's peak
+const OUTLINE_MIN_PEAK = 32;   // alpha 0..255; a fainter map points nowhere in particular: no rings
+const OUTLINE_CSS_PX = 2;      // width of each of the two lines, in CSS pixels as shown
+
+function outlineHotSpots(context, canvas) {
+  const { width, height } = canvas;
+  const image = context.getImageData(0, 0, width, height);
+  const pixels = image.data;
+  let peak = 0;
+  for (let i = 3; i < pixels.length; i += 4) peak = Math.max(peak, pixels[i]);
+  if (peak < OUTLINE_MIN_PEAK) return;
+  const hot = new Uint8Array(width * height);
+  for (let i = 0; i < hot.length; i += 1) hot[i] = pixels[i * 4 + 3] >= peak * OUTLINE_LEVEL ? 1 : 0;
+  // The canvas has more pixels than the photo on screen: scale the line width to stay OUTLINE_CSS_PX.
+  const shownWidth = $("photo").clientWidth || width;
+  const line = Math.max(1, Math.round(OUTLINE_CSS_PX * width / shownWidth));
+  const nearHot = dilate(hot, width, height, line);
+  const nearCold = dilate(hot.map((v) => 1 - v), width, height, line);
+  for (let i = 0; i < hot.length; i += 1) {
+    if (hot[i] && nearCold[i]) pixels.set([255, 255, 255, 255], i * 4);      // light line, just inside
+    else if (!hot[i] && nearHot[i]) pixels.set([17, 24, 39, 255], i * 4);    // dark line, just outside
+  }
+  context.putImageData(image, 0, 0);
+}
+
+// 1 where a set pixel of `mask` lies within `radius` (a square), in two passes: along rows, then columns.
+function dilate(mask, width, height, radius) {
+  const spread = (source, count, stride, lineStep, lines) => {
+    const out = new Uint8Array(source.length);
+    for (let l = 0; l < lines; l += 1) {
+      const start = l * lineStep;
+      let inWindow = 0;
+      for (let k = -radius; k < count; k += 1) {
+        if (k + radius < count) inWindow += source[start + (k + radius) * stride];
+        if (k - radius - 1 >= 0) inWindow -= source[start + (k - radius - 1) * stride];
+        if (k >= 0) out[start + k * stride] = inWindow > 0 ? 1 : 0;
+      }
+    }
+    return out;
+  };
+  return spread(spread(mask, width, 1, width, height), height, width, 1, width);
 }
 
 function setupOverlayToggle() {
@@ -532,6 +596,48 @@ function setupOverlayToggle() {
     store(STORE.overlay, toggle.checked ? "on" : "off");
     if (overlayReady) $("overlay").hidden = !toggle.checked;
   });
+}
+
+
+/* ---------- the outcome, recorded from the verdict card ---------- */
+
+// Shown for a recorded verdict; not for a retake (a poor photo is no evidence of what the item is).
+function showVerdictOutcome(recordId) {
+  verdictRecordId = recordId || null;
+  $("verdict-outcome").hidden = !verdictRecordId;
+  $("verdict-outcome-note").value = "";
+  setVerdictOutcomeStatus("", "");
+  for (const button of $("verdict-outcome").querySelectorAll("button[data-label]")) button.disabled = false;
+}
+
+function setVerdictOutcomeStatus(text, state) {
+  $("verdict-outcome-status").textContent = text;
+  $("verdict-outcome-status").dataset.state = state;
+}
+
+async function saveVerdictOutcome(button) {
+  const id = verdictRecordId;
+  const buttons = [...$("verdict-outcome").querySelectorAll("button[data-label]")];
+  buttons.forEach((b) => { b.disabled = true; });
+  setVerdictOutcomeStatus("Saving…", "busy");
+  try {
+    await postOutcome(id, button.dataset.label, $("verdict-outcome-note").value);
+    if (id !== verdictRecordId) return;  // another photo's verdict is on screen by now
+    setVerdictOutcomeStatus(`Saved: ${button.textContent.toLowerCase()}. It is in this inspection's record.`, "ok");
+    refreshRecent(id);
+  } catch (problem) {
+    if (id !== verdictRecordId) return;
+    const { title, detail } = describeProblem(problem);
+    setVerdictOutcomeStatus(`Not saved. ${title} ${detail}`.trim(), "error");
+  } finally {
+    if (id === verdictRecordId) buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+function setupVerdictOutcome() {
+  for (const button of $("verdict-outcome").querySelectorAll("button[data-label]")) {
+    button.addEventListener("click", () => saveVerdictOutcome(button));
+  }
 }
 
 
@@ -645,6 +751,15 @@ function showOutcome(line, outcomes) {
   line.replaceChildren("Confirmed: ", label, rest ? ` · ${rest}` : "", earlier);
 }
 
+// Appended to the record's outcomes (never overwriting earlier ones); -> the updated record.
+function postOutcome(id, label, note) {
+  return api(`/v1/inspections/${encodeURIComponent(id)}/outcome`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ label, note: note.trim() }),
+  });
+}
+
 function setupOutcomeForm(item, record) {
   const form = item.querySelector(".outcome__form");
   // One radio group per item: the name ties the three buttons together and keeps arrow keys inside it.
@@ -661,11 +776,7 @@ function setupOutcomeForm(item, record) {
     error.textContent = "";
     button.disabled = true;
     try {
-      const updated = await api(`/v1/inspections/${encodeURIComponent(record.id)}/outcome`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ label: chosen.value, note: form.querySelector(".outcome__note").value.trim() }),
-      });
+      const updated = await postOutcome(record.id, chosen.value, form.querySelector(".outcome__note").value);
       const fresh = renderItem(updated, item.classList.contains("item--new"));
       item.replaceWith(fresh);
       $("announce").textContent = `Outcome saved: ${OUTCOME_WORDS[chosen.value]}.`;
@@ -686,6 +797,7 @@ function start() {
   setupFields();
   setupPhoto();
   setupOverlayToggle();
+  setupVerdictOutcome();
   $("recent-refresh").addEventListener("click", () => refreshRecent());
   window.addEventListener("online", () => { checkServer(); refreshRecent(); });
   checkServer();
