@@ -2,7 +2,8 @@
 
 One torch model (the classifier recipe's architecture and input size) is exported to ONNX in a temporary
 folder; both runtimes then score the same preprocessed synth photos, side by side in this one run, at
-batch 1 and 32. Prints images/s and the ratio. Run with `make bench`.
+batch 1 and at the server's largest batch (inference.predictor.MAX_BATCH, 32). Prints images/s and the
+ratio. Run with `make bench`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import numpy as np
 import torch
 
 from inference.layout import list_split
-from inference.predictor import Predictor
+from inference.predictor import MAX_BATCH, Predictor
 from training.config import TrainConfig
 from training.export import export, metadata_from_checkpoint, verification_images
-from training.model import build
+from training.recipes.classifier.model import build
 from training.synth import write_dataset
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     # torch (onnxruntime's kernels do not suffer); flushing them keeps the comparison about runtimes.
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
-        model, predictor, images = prepare(Path(tmp), config, count=32)
+        model, predictor, images = prepare(Path(tmp), config, count=MAX_BATCH)
 
         def torch_eager(batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
@@ -68,7 +69,7 @@ def main() -> None:
         print(f"predictor throughput: {config.arch} at {config.image_size[0]}x{config.image_size[1]}, "
               f"{torch.get_num_threads()} torch threads, CPU")
         print(f"{'batch':>5}  {'onnxruntime img/s':>18}  {'torch eager img/s':>18}  {'ratio ort/torch':>15}")
-        for batch_size in (1, 32):
+        for batch_size in (1, MAX_BATCH):
             batch = images[:batch_size]
             ort_rate = images_per_second(predictor.logits, batch, args.seconds)
             torch_rate = images_per_second(torch_eager, batch, args.seconds)

@@ -27,14 +27,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
+from inference.classes import CLASSES, COUNTERFEIT, GENUINE, INCONCLUSIVE, RETAKE, SCORED_VERDICTS
 from inference.layout import Sample, list_labelled
-from inference.metrics import roc_auc
-from inference.predictor import Predictor
+from inference.predictor import MAX_BATCH, Predictor
 from inference.quality import NOT_RECOGNISED
-from inference.robustness import RETAKE, Gate, judge, share
+from inference.robustness import Gate, judge, percent, scored_auc, share
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT.parent / "shared" / "real" / "grocery-packages"
@@ -44,7 +41,6 @@ UNKNOWN = ("God-Morgon-Apple-Juice", "Tropicana-Golden-Grapefruit", "Oatly-Oat-M
 SISTERS = {"God-Morgon-Apple-Juice": "God-Morgon", "Tropicana-Golden-Grapefruit": "Tropicana"}
 GOALS = {"auc_min": 0.95, "genuine_as_counterfeit_max": 0.01, "genuine_undecided_max": 0.15,
          "unknown_retake_min": 0.99, "sister_genuine_max": 0.01}
-BATCH = 32
 
 
 def build(source: Path, data: Path, unknown: tuple[str, ...]) -> None:
@@ -69,8 +65,8 @@ def answers(samples: list[Sample], predictor: Predictor) -> list:
     from tqdm import tqdm
 
     found = []
-    for start in tqdm(range(0, len(samples), BATCH), desc="answer", unit="batch", file=sys.stderr):
-        chunk = samples[start : start + BATCH]
+    for start in tqdm(range(0, len(samples), MAX_BATCH), desc="answer", unit="batch", file=sys.stderr):
+        chunk = samples[start : start + MAX_BATCH]
         found += judge(chunk, [s.path.read_bytes() for s in chunk], predictor, Gate())
     return found
 
@@ -79,11 +75,6 @@ def kinds(data: Path) -> dict[str, str]:
     """Test file (resolved path) -> its edit kind, from the dataset's manifest ('' for genuines)."""
     with (data / "manifest.csv").open() as rows:
         return {str((data / row["path"]).resolve()): row["kind"] for row in csv.DictReader(rows)}
-
-
-def _auc(genuine, fakes) -> float:
-    scored = [o for o in [*genuine, *fakes] if o.score is not None]
-    return roc_auc(np.array([o.score for o in scored]), np.array([o.label for o in scored]))
 
 
 def product_rows(samples: list[Sample], outcomes: list, kind_of: dict[str, str]) -> dict:
@@ -99,7 +90,7 @@ def product_rows(samples: list[Sample], outcomes: list, kind_of: dict[str, str])
         rows[product] = {"genuines": len(genuine), "genuine_as_counterfeit": share(genuine, COUNTERFEIT),
                          "genuine_undecided": share(genuine, INCONCLUSIVE), "genuine_retake": share(genuine, RETAKE),
                          "recognised_as_itself": _recognised(genuine, product),
-                         "auc": {kind: _auc(genuine, fakes) for kind, fakes in sorted(groups.items())},
+                         "auc": {kind: scored_auc([*genuine, *fakes]) for kind, fakes in sorted(groups.items())},
                          "caught": {kind: share(fakes, COUNTERFEIT) for kind, fakes in sorted(groups.items())}}
     return rows
 
@@ -121,13 +112,8 @@ def unknown_rows(source: Path, unknown: tuple[str, ...], predictor: Predictor) -
         outcomes = answers([Sample(path, 0, product) for path in files], predictor)
         rows[product] = {"photos": len(outcomes), "sister_of": SISTERS.get(product, ""),
                          "not_recognised": sum(NOT_RECOGNISED in o.reasons for o in outcomes) / max(len(outcomes), 1),
-                         "retake": share(outcomes, RETAKE), "genuine": share(outcomes, GENUINE),
-                         "counterfeit": share(outcomes, COUNTERFEIT), "inconclusive": share(outcomes, INCONCLUSIVE)}
+                         **{verdict: share(outcomes, verdict) for verdict in (RETAKE, *SCORED_VERDICTS)}}
     return rows
-
-
-def _pct(value: float) -> str:
-    return "n/a" if value != value else f"{100 * value:.1f}%"
 
 
 def print_tables(report: dict) -> None:
@@ -139,13 +125,14 @@ def print_tables(report: dict) -> None:
     for product, row in rows.items():
         aucs = " | ".join("n/a" if row["auc"].get(k) is None or row["auc"][k] != row["auc"][k] else
                           f"{row['auc'][k]:.3f}" for k in edit_kinds)
-        print(f"| {product} | {row['genuines']} | {_pct(row['genuine_as_counterfeit'])} | {_pct(row['genuine_undecided'])} "
-              f"| {_pct(row['genuine_retake'])} | {_pct(row['recognised_as_itself'])} | {aucs} |")
+        print(f"| {product} | {row['genuines']} | {percent(row['genuine_as_counterfeit'])} "
+              f"| {percent(row['genuine_undecided'])} | {percent(row['genuine_retake'])} "
+              f"| {percent(row['recognised_as_itself'])} | {aucs} |")
     print("\n| unknown product | photos | sister of | not recognised (retake) | genuine | counterfeit | inconclusive |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for product, row in report["unknown"].items():
-        print(f"| {product} | {row['photos']} | {row['sister_of'] or '-'} | {_pct(row['not_recognised'])} | "
-              f"{_pct(row['genuine'])} | {_pct(row['counterfeit'])} | {_pct(row['inconclusive'])} |")
+        print(f"| {product} | {row['photos']} | {row['sister_of'] or '-'} | {percent(row['not_recognised'])} | "
+              f"{percent(row[GENUINE])} | {percent(row[COUNTERFEIT])} | {percent(row[INCONCLUSIVE])} |")
 
 
 def main() -> int:
@@ -194,7 +181,7 @@ def robustness_sample(samples: list[Sample], folder: Path, per_product: int) -> 
         chosen += [by_kind[kinds[(number + i) % len(kinds)]][i % len(by_kind[kinds[(number + i) % len(kinds)]])]
                    for i in range(per_product) if kinds]
     for sample in chosen:
-        target = folder / ("counterfeit" if sample.label else "genuine") / sample.product / sample.path.name
+        target = folder / CLASSES[sample.label] / sample.product / sample.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(sample.path.resolve())
     return folder

@@ -15,8 +15,9 @@ from torch import nn
 
 from training.config import TrainConfig
 from training.distributed import Process
+from training.recipes.classifier.fit import make_loop
 from training.synth import write_dataset
-from training.train import make_loop, train_one_epoch
+from training.train import train_one_epoch
 
 
 def pure_step_rate(model: nn.Module, optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:

@@ -85,26 +85,17 @@ def _add_synth(sub) -> None:
 
 
 def _add_train(sub) -> None:
+    from training.recipes import recipe_help, recipe_names, train_options  # the registry alone: no torch
+
     p = sub.add_parser("train", help="train a model on DATA and export RUN/model.onnx")
     p.add_argument("data", type=existing_folder, nargs="?",
                    help="DATA folder with train/ and val/ (and optionally test/)")
     p.add_argument("--out", type=Path, help="RUN folder for checkpoints, metrics, model.onnx (required)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last completed epoch")
     p.add_argument("--config", type=Path, help="TOML file with TrainConfig fields; flags override it")
-    p.add_argument("--recipe", choices=["reference", "classifier"],
-                   help="reference (default): compare each photo, registered, with its product's genuine photos; "
-                        "classifier: a CNN on the whole frame (the options below up to --lr are its own)")
-    p.add_argument("--arch", help="classifier: torchvision architecture (default mobilenet_v3_small)")
-    p.add_argument("--weights", help="none | PATH to a local state_dict | torchvision weights name (needs internet)")
-    p.add_argument("--epochs", type=int, help="epochs (default 10); with --resume, the new total")
-    p.add_argument("--patience", type=int, help="stop after this many epochs without val improvement (0: off)")
-    p.add_argument("--image-size", help="model input WIDTHxHEIGHT in pixels (default 640x480; classifier 320x240)")
-    p.add_argument("--batch-size", type=int, help="images per step (default 16)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    p.add_argument("--target-precision", type=float, help="precision each decided verdict must reach on val (0.99)")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a GPU when present")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--recipe", choices=recipe_names(), help=recipe_help())
+    for option in train_options():
+        p.add_argument(option.flag, type=option.type, choices=option.choices, help=option.help)
     p.add_argument("--allow-data-errors", action="store_true",
                    help="train even when `counterfeit data check` finds errors (leaks, broken files, shortcuts)")
     p.set_defaults(run=cmd_train)

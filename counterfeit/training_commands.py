@@ -51,21 +51,29 @@ def cmd_synth(args) -> int:
 
 def train_config_from_args(args, config_module):
     """TrainConfig from --config (if any), then explicit flags on top."""
+    from training.recipes import train_options
+
     base = config_module.TrainConfig.from_toml(args.config).to_dict() if args.config else {}
-    flags = {"recipe": args.recipe, "target_precision": args.target_precision, "seed": args.seed}
-    classifier_flags = {"arch": args.arch, "weights": args.weights, "epochs": args.epochs,
-                        "batch_size": args.batch_size, "lr": args.lr, "workers": args.workers, "device": args.device,
-                        "patience": args.patience}
-    base.update({k: v for k, v in {**flags, **classifier_flags}.items() if v is not None})
-    if args.image_size:
-        base["image_size"] = config_module.parse_image_size(args.image_size)
+    flags = {"recipe": args.recipe, **{option.field: getattr(args, option.field) for option in train_options()}}
+    image_size = flags.pop("image_size")
+    given = {k: v for k, v in flags.items() if v is not None}
+    base.update(given)
+    if image_size:
+        base["image_size"] = config_module.parse_image_size(image_size)
     base.update(data=str(args.data), out=str(args.out))
     config = config_module.TrainConfig.from_dict(base)
-    ignored = [f"--{k.replace('_', '-')}" for k, v in classifier_flags.items() if v is not None]
-    if config.recipe == "reference" and ignored:
-        print(f"note: {', '.join(ignored)} only apply to --recipe classifier; the reference recipe has no "
-              "epochs or network to train", file=sys.stderr)
+    note_ignored_options(config.recipe, list(given))
     return config
+
+
+def note_ignored_options(recipe_name: str, given: list[str]) -> None:
+    """Name the flags given that only other recipes read, rather than drop them silently."""
+    from training.recipes import flag, get_recipe, ignored_options
+
+    ignored, owners = ignored_options(recipe_name, given)
+    if ignored:
+        print(f"note: {', '.join(map(flag, ignored))} only apply to --recipe {', '.join(owners)}; the {recipe_name} "
+              f"recipe {get_recipe(recipe_name).ignores}", file=sys.stderr)
 
 
 def print_findings(findings, stream=None) -> None:
@@ -95,6 +103,7 @@ def audit_before_training(data: Path, allow_errors: bool) -> dict:
 def cmd_data_check(args) -> int:
     audit = _training_module("audit")
     from inference.layout import DataError
+    from training.audit_report import write_report
 
     try:
         result = audit.audit(args.data, progress=not args.json)
@@ -106,12 +115,14 @@ def cmd_data_check(args) -> int:
         print_findings(result.findings, sys.stdout)
         print(f"{len(result.errors())} error(s), {len(result.warnings())} warning(s) in {args.data}")
     if args.report:
-        audit.write_report(result, args.report)
+        write_report(result, args.report)
         print(f"wrote {args.report}/report.html", file=sys.stderr)
     return audit.exit_code(result, args.strict)
 
 
 def cmd_train(args) -> int:
+    from training.recipes import get_recipe
+
     config_module, train, export = (_training_module(name) for name in ("config", "train", "export"))
     if args.resume is None and (args.data is None or args.out is None):
         raise CliError("give DATA and --out RUN to train, or --resume RUN to continue a run")
@@ -136,7 +147,7 @@ def cmd_train(args) -> int:
     if "model" not in summary:  # a non-zero rank of a torchrun job: rank 0 reports
         return 0
     best = summary["best"]
-    fitted = "reference model fitted" if config.recipe == "reference" else f"best epoch {best['epoch']}"
+    fitted = get_recipe(config.recipe).fitted.format(**best)
     print(f"{fitted}: val ROC-AUC {best['roc_auc']:.4f}, accuracy {best['accuracy']:.3f}; "
           f"wrote {summary['model']} (version {summary['version']})", file=sys.stderr)
     for problem in summary.get("warnings", []):

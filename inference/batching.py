@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from inference.predictor import Predictor, Prepared, stacked
+from inference.predictor import MAX_BATCH, Predictor, Prepared, stacked
 
 # Model-input pixels per onnxruntime call: four 640x480 images. Measured with the demo model (640x480
 # input): the arena holds about 110 MB per image of the largest call (32 at once: 4.2 GB resident, 4 at
@@ -45,7 +45,7 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, max_batch: int = 32, max_wait_s: float = 0.004,
+    def __init__(self, max_batch: int = MAX_BATCH, max_wait_s: float = 0.004,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.on_batch = on_batch  # e.g. a metrics histogram of batch sizes

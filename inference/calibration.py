@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from inference.metadata import TEMPERATURE_RANGE, Thresholds
-from inference.metrics import roc_auc
+from inference.metrics import last_of_ties, roc_auc, running_precision
 from inference.predictor import softmax_scores
 
 # log-spaced temperatures searched; 0.05..20 covers over- and under-confident nets by far. A model file
@@ -50,13 +50,11 @@ def choose_thresholds(scores: np.ndarray, labels: np.ndarray, target_precision: 
 def _lowest_safe_cut(keys: np.ndarray, positive: np.ndarray, target: float) -> float | None:
     """Walking keys upward, the last key up to which the running precision never fell below target."""
     order = np.argsort(keys, kind="stable")
-    hits = np.cumsum(positive[order])
-    precision = hits / np.arange(1, len(order) + 1)
+    precision = running_precision(positive[order])
     # Equal keys are decided together: only a cut after the last of a run of ties is a real cut.
     sorted_keys = keys[order]
-    is_cut = np.append(sorted_keys[1:] != sorted_keys[:-1], True)
     safe = None
-    for index in np.flatnonzero(is_cut):
+    for index in np.flatnonzero(last_of_ties(sorted_keys)):
         if precision[index] < target:
             break
         safe = float(sorted_keys[index])

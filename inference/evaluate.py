@@ -11,70 +11,23 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
+from inference.classes import RETAKE
 from inference.layout import Sample, list_labelled, resolve_labelled
 from inference.metadata import Thresholds
-from inference.metrics import roc_auc
+from inference.metrics import average_precision, decision_metrics, expected_calibration_error, ratio, roc_auc
 from inference.predictor import Predictor, verdict_for
 from inference.screen import screen_files
 
-ECE_BINS = 10
-
-
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """PR-AUC as average precision (counterfeit = positive): mean precision at each true positive."""
-    positive = np.asarray(labels) == 1
-    if not positive.any():
-        return float("nan")
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    hits = positive[order]
-    precision_at_k = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision_at_k[hits].mean())
-
-
-def score_bins(scores: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
-    """Index of the equal-width score bin of each score; a score of exactly 1 goes in the last bin."""
-    return np.minimum((np.asarray(scores) * bins).astype(int), bins - 1)
-
-
-def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Mean |observed counterfeit rate - mean score| over equal-width score bins, weighted by bin size."""
-    scores, labels = np.asarray(scores), np.asarray(labels)
-    if len(scores) == 0:
-        return float("nan")
-    bin_of = score_bins(scores, bins)
-    gaps = [abs(labels[bin_of == b].mean() - scores[bin_of == b].mean()) * (bin_of == b).sum()
-            for b in range(bins) if (bin_of == b).any()]
-    return float(sum(gaps) / len(scores))
-
-
-def decision_metrics(scores: np.ndarray, labels: np.ndarray, thresholds: Thresholds) -> dict:
-    """Inconclusive share, and accuracy/precision/recall on the decided verdicts (counterfeit = positive)."""
-    verdicts = np.array([verdict_for(float(s), thresholds) for s in scores])
-    decided = verdicts != INCONCLUSIVE
-    said_fake, is_fake = verdicts == COUNTERFEIT, np.asarray(labels) == 1
-    confusion = {truth: {v: int(((is_fake == (truth == COUNTERFEIT)) & (verdicts == v)).sum())
-                         for v in (GENUINE, COUNTERFEIT, INCONCLUSIVE)} for truth in (GENUINE, COUNTERFEIT)}
-    return {
-        "inconclusive_rate": float(1 - decided.mean()) if len(scores) else float("nan"),
-        "accuracy_decided": _ratio(((said_fake == is_fake) & decided).sum(), decided.sum()),
-        "precision_decided": _ratio((said_fake & is_fake).sum(), said_fake.sum()),
-        "recall_decided": _ratio((said_fake & is_fake).sum(), (decided & is_fake).sum()),
-        "confusion": confusion,
-    }
-
-
-def _ratio(numerator, denominator) -> float:
-    return float(numerator / denominator) if denominator else float("nan")
-
 
 def summarize(scores: np.ndarray, labels: np.ndarray, thresholds: Thresholds) -> dict:
+    """The figures of one set of scored photos, their verdicts given as the server gives them."""
+    verdicts = np.array([verdict_for(float(s), thresholds) for s in scores])
     return {
         "n": int(len(scores)),
         "roc_auc": roc_auc(scores, labels),
         "pr_auc": average_precision(scores, labels),
         "ece": expected_calibration_error(scores, labels),
-        **decision_metrics(scores, labels, thresholds),
+        **decision_metrics(verdicts, labels),
     }
 
 
@@ -86,7 +39,7 @@ def evaluate_folder(path: str | Path, predictor: Predictor) -> dict:
     errors = [{"path": r["path"], "error": r["error"]} for r in records if "error" in r]
     # A reference model answers 'retake' for a photo showing none of its products: listed and counted,
     # never scored as if it had been recognised.
-    retakes = [{"path": r["path"], "reason": r["reason"]} for r in records if r.get("verdict") == "retake"]
+    retakes = [{"path": r["path"], "reason": r["reason"]} for r in records if r.get("verdict") == RETAKE]
     thresholds = predictor.metadata.thresholds
     metrics = _metrics_for(scored, thresholds)
     products = sorted({s.product for s, _ in scored})
@@ -94,7 +47,7 @@ def evaluate_folder(path: str | Path, predictor: Predictor) -> dict:
     model = predictor.metadata
     metrics.update(model={"name": model.name, "version": model.version},
                    thresholds=thresholds.to_dict(), errors=errors, retakes=retakes,
-                   retake_rate=len(retakes) / len(records) if records else float("nan"))
+                   retake_rate=ratio(len(retakes), len(records)))
     metrics["scores"] = [{"path": str(s.path), "label": s.label, "product": s.product, "score": v} for s, v in scored]
     return metrics
 

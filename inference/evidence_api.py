@@ -7,7 +7,7 @@ routes read the log back, append confirmed outcomes and find the same goods else
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,8 +15,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from inference.auth import AdminDep, InspectorDep, Principal, require
+from inference.classes import OutcomeLabel, Verdict
 from inference.errors import ApiError
 from inference.evidence import EvidenceStore, Record
+from inference.evidence.records import RecordKind
 from inference.evidence.heads import head_line
 from inference.schemas import PlainText, error_responses
 
@@ -56,8 +58,7 @@ ADMIN_ERRORS = error_responses(401, 403, 503)
 
 
 class OutcomeIn(BaseModel):
-    label: Literal["genuine", "counterfeit", "unknown"] = Field(description="what a lab check or an "
-                                                                "investigation established")
+    label: OutcomeLabel = Field(description="what a lab check or an investigation established")
     note: PlainText = Field("", max_length=2000, examples=["lab report 2025-118: counterfeit stitching"])
 
 
@@ -89,8 +90,8 @@ def list_inspections(
     until: Annotated[PlainText | None, Query(max_length=64, description="UTC ISO time, exclusive")] = None,
     location: Annotated[PlainText | None, Query(max_length=200)] = None,
     case: Annotated[PlainText | None, Query(max_length=200)] = None,
-    verdict: Literal["genuine", "counterfeit", "inconclusive", "retake"] | None = None,
-    kind: Literal["inspection", "screening"] | None = None,
+    verdict: Verdict | None = None,
+    kind: RecordKind | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: Cursor = None,
 ) -> dict:
     """The log, newest first; pass `next_cursor` back as `cursor` for the next page. An empty value

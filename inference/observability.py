@@ -28,6 +28,8 @@ from prometheus_client import (
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inference.classes import VERDICTS
+
 ACCESS_LOGGER = "counterfeit.access"
 REQUEST_ID_HEADER = "X-Request-ID"
 # Only short, plain ids are echoed: anything else could smuggle newlines or markup into logs.
@@ -38,7 +40,6 @@ UNMATCHED = "<unmatched>"
 # Probes and scrapes arrive every few seconds: log them at DEBUG so they don't drown real traffic.
 MAX_LOGGED_PATH = 200
 QUIET_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})
-VERDICTS = ("genuine", "counterfeit", "inconclusive", "retake")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.classes import COUNTERFEIT, GENUINE, VERDICTS
-from inference.evaluate import ECE_BINS, score_bins
+from inference.classes import CLASSES, COUNTERFEIT, GENUINE, SCORED_VERDICTS
 from inference.images import ImageError, load_image
 from inference.metadata import Thresholds
+from inference.metrics import ECE_BINS, precision_recall_curve, reliability_bins, roc_curve, score_bins
 from inference.predictor import verdict_for
 
 FIG_SIZE = (5, 4)  # inches; at DPI below: 500x400 px, readable in a browser column without scaling
@@ -27,7 +27,6 @@ DPI = 100
 MAX_MISTAKES = 12
 THUMB_BOX = (200, 200)  # thumbnails fit in this box (px), aspect kept
 MISTAKES_DIR = "mistakes"
-CLASS_NAMES = (GENUINE, COUNTERFEIT)  # label 0, label 1
 CLASS_COLORS = {GENUINE: "tab:blue", COUNTERFEIT: "tab:red"}
 
 # The headline table: (metrics key, name, how to format, one line for a non-specialist).
@@ -68,58 +67,6 @@ def _score_arrays(metrics: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def _thresholds(metrics: dict) -> Thresholds:
     return Thresholds(low=metrics["thresholds"]["low"], high=metrics["thresholds"]["high"])
-
-
-# ---------------------------------------------------------------- curves (numpy, no scikit-learn)
-
-
-def _cumulative_hits(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(true positives, false positives) when flagging every score >= t, for each distinct t, highest first."""
-    scores = np.asarray(scores, dtype=np.float64)
-    positive = np.asarray(labels) == 1
-    order = np.argsort(-scores, kind="stable")
-    ranked, hits = scores[order], positive[order]
-    # Equal scores cross any threshold together: keep only the last position of each run of ties.
-    last_of_tie = np.r_[ranked[1:] != ranked[:-1], True] if len(ranked) else np.zeros(0, bool)
-    return np.cumsum(hits)[last_of_tie], np.cumsum(~hits)[last_of_tie]
-
-
-def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) from (0, 0) to (1, 1). ValueError unless both classes occur."""
-    tp, fp = _cumulative_hits(scores, labels)
-    if not len(tp) or tp[-1] == 0 or fp[-1] == 0:
-        raise ValueError("A ROC curve needs both genuine and counterfeit images.")
-    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
-
-
-def curve_area(x: np.ndarray, y: np.ndarray) -> float:
-    """Trapezoid area (np.trapezoid exists only from numpy 2.0; we support 1.26)."""
-    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
-
-
-def precision_recall_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(recall, precision) at each distinct threshold that flags one more counterfeit, highest threshold
-    first. ValueError without a counterfeit."""
-    tp, fp = _cumulative_hits(scores, labels)
-    if not len(tp) or tp[-1] == 0:
-        raise ValueError("A precision-recall curve needs at least one counterfeit image.")
-    # Only thresholds that add a counterfeit move recall; the others would draw spurious vertical dips.
-    moves = np.diff(np.r_[0, tp]) > 0
-    return tp[moves] / tp[-1], tp[moves] / (tp[moves] + fp[moves])
-
-
-def reliability_bins(scores, labels, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean score, observed counterfeit rate, count) per non-empty bin: exactly what the ECE averages over.
-
-    Same equal-width bins as inference.evaluate.expected_calibration_error, so the diagram and the ECE
-    figure next to it describe the same thing.
-    """
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-    bin_of = score_bins(scores, bins)
-    used = [b for b in range(bins) if (bin_of == b).any()]
-    return (np.array([scores[bin_of == b].mean() for b in used]),
-            np.array([labels[bin_of == b].mean() for b in used]),
-            np.array([(bin_of == b).sum() for b in used]))
 
 
 # ---------------------------------------------------------------- plots
@@ -206,7 +153,7 @@ def _plot_histogram(axes, scores, labels, metrics) -> None:
     thresholds = _thresholds(metrics)
     axes.axvspan(thresholds.low, thresholds.high, color="gold", alpha=0.25, label="inconclusive band")
     edges = np.linspace(0, 1, 21)
-    for label, name in enumerate(CLASS_NAMES):
+    for label, name in enumerate(CLASSES):
         axes.hist(scores[labels == label], bins=edges, histtype="stepfilled", alpha=0.45, lw=1.5,
                   color=CLASS_COLORS[name], edgecolor=CLASS_COLORS[name],
                   label=f"truly {name} ({int((labels == label).sum())} images)")
@@ -222,14 +169,15 @@ def _plot_histogram(axes, scores, labels, metrics) -> None:
 
 
 def _plot_confusion(axes, scores, labels, metrics) -> None:
-    counts = np.array([[metrics["confusion"][truth][verdict] for verdict in VERDICTS] for truth in CLASS_NAMES])
+    confusion = metrics["confusion"]
+    counts = np.array([[confusion[truth][verdict] for verdict in SCORED_VERDICTS] for truth in CLASSES])
     axes.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1), aspect="auto")
     dark = counts > counts.max() / 2
     for (row, col), count in np.ndenumerate(counts):
         axes.text(col, row, str(count), ha="center", va="center", fontsize=14,
                   color="white" if dark[row, col] else "black")
-    axes.set_xticks(range(len(VERDICTS)), [f"said {v}" for v in VERDICTS])
-    axes.set_yticks(range(len(CLASS_NAMES)), [f"truly {c}" for c in CLASS_NAMES])
+    axes.set_xticks(range(len(SCORED_VERDICTS)), [f"said {v}" for v in SCORED_VERDICTS])
+    axes.set_yticks(range(len(CLASSES)), [f"truly {c}" for c in CLASSES])
     axes.set_xlabel("Verdict (images)")
     axes.set_title("Confusion matrix")
 
@@ -349,9 +297,9 @@ def _plots_section(plot_names: list[str]) -> str:
 
 def _confusion_section(metrics: dict) -> str:
     confusion = metrics["confusion"]
-    rows = [[f"<b>truly {_e(truth)}</b>"] + [str(confusion[truth][v]) for v in VERDICTS]
-            + [str(sum(confusion[truth].values()))] for truth in CLASS_NAMES]
-    header = ["", *(f"said {_e(v)}" for v in VERDICTS), "total"]
+    rows = [[f"<b>truly {_e(truth)}</b>"] + [str(confusion[truth][v]) for v in SCORED_VERDICTS]
+            + [str(sum(confusion[truth].values()))] for truth in CLASSES]
+    header = ["", *(f"said {_e(v)}" for v in SCORED_VERDICTS), "total"]
     return "<h2>Confusion matrix (images)</h2>" + _table(header, rows, "confusion")
 
 
@@ -382,7 +330,7 @@ def _mistake_card(mistake: dict) -> str:
         picture = f'<img src="{_e(mistake["thumbnail"])}" alt="{_e(Path(mistake["path"]).name)}">'
     else:
         picture = f'<div class="nopreview">no preview: {_e(mistake["preview_error"])}</div>'
-    truth = CLASS_NAMES[mistake["label"]]
+    truth = CLASSES[mistake["label"]]
     # 4 decimals: with 3, a wrong-side 0.49996 would print as a right-looking 0.500.
     return (f'<figure class="mistake">{picture}<figcaption><code>{_e(mistake["path"])}</code><br>'
             f"truly <b>{_e(truth)}</b>, score {float(mistake['score']):.4f}, "

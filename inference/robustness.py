@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from inference.classes import CLASSES, COUNTERFEIT, GENUINE, INCONCLUSIVE
+from inference.classes import CLASSES, COUNTERFEIT, GENUINE, INCONCLUSIVE, RETAKE
 from inference.images import ImageError, Limits, load_image
 from inference.layout import Sample
-from inference.metrics import roc_auc
+from inference.metrics import roc_auc, share as true_share
 from inference.predictor import Predictor, Prepared, stacked
 from inference.quality import QualityThresholds
 from inference.service import decode_and_prepare  # the service's own decode -> quality gate -> registration
@@ -36,12 +36,13 @@ Change = Callable[[Image.Image, np.random.Generator], bytes]
 
 DELIVERED_QUALITY = 92  # JPEG quality of a phone's camera app or a marketplace's re-encode
 UNCHANGED = "unchanged"
-RETAKE, ERROR = "retake", "error"
+ERROR = "error"  # an Outcome's verdict when the photo could not be read or decoded
 GOAL_GENUINE_AS_COUNTERFEIT = 0.01  # at most this share of all genuines may be answered counterfeit
 GOAL_CAUGHT_DROP = 5.0  # percentage points the counterfeits caught may fall below the unchanged photos'
 # Photos decoded at full resolution and held together while every change is applied to them: 16 12-MP
-# photos are ~0.6 GB; it is also the scoring batch of each change.
-BATCH = 16
+# photos are ~0.6 GB; it is also the scoring batch of each change. Smaller than the server's MAX_BATCH
+# (inference.predictor), which counts photos already reduced to the model's input size.
+FULL_RESOLUTION_BATCH = 16
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", quality: int = DELIVERED_QUALITY) -> bytes:
@@ -349,7 +350,7 @@ class Gate:
 @dataclass(frozen=True)
 class Outcome:
     label: int  # index into CLASSES
-    verdict: str  # genuine | counterfeit | inconclusive | retake | error
+    verdict: str  # one of inference.classes.VERDICTS, or ERROR
     score: float | None = None
     reasons: tuple[str, ...] = ()  # retake: the quality reasons; error: the image error's code
     product: str | None = None  # reference models: the product the photo was recognised as
@@ -367,8 +368,8 @@ def evaluate_robustness(samples: Sequence[Sample], predictor: Predictor, setting
     outcomes: dict[str, list[Outcome]] = {name: [] for name in names}
     with tqdm(total=len(samples) * len(names), unit="photo", desc="robustness", disable=not progress,
               file=sys.stderr) as bar:
-        for start in range(0, len(samples), BATCH):
-            chunk = samples[start : start + BATCH]
+        for start in range(0, len(samples), FULL_RESOLUTION_BATCH):
+            chunk = samples[start : start + FULL_RESOLUTION_BATCH]
             originals = [_original(sample.path, gate.limits) for sample in chunk]
             for name in names:
                 photos = [_delivered(name, original, change_rng(seed, name, start + i))
@@ -442,23 +443,29 @@ def summarize(answers: Sequence[Outcome]) -> dict:
     change cannot look harmless by having its hard photos retaken; ROC-AUC is over the scored ones."""
     genuine = [a for a in answers if a.label == CLASSES.index(GENUINE)]
     fake = [a for a in answers if a.label == CLASSES.index(COUNTERFEIT)]
-    scored = [a for a in answers if a.score is not None]
     # a photo retaken for two reasons counts under both
     reasons = Counter(reason for a in answers if a.verdict == RETAKE for reason in a.reasons)
     return {
         "n": len(answers),
         "genuine_as_counterfeit": share(genuine, COUNTERFEIT),
         "genuine_inconclusive": share(genuine, INCONCLUSIVE),
-        "retake": share(answers, RETAKE),
+        RETAKE: share(answers, RETAKE),
         "retake_reasons": dict(sorted(reasons.items())),
         "errors": sum(a.verdict == ERROR for a in answers),
         "caught": share(fake, COUNTERFEIT),
-        "roc_auc": roc_auc(np.array([a.score for a in scored]), np.array([a.label for a in scored])),
+        "roc_auc": scored_auc(answers),
     }
 
 
 def share(answers: Sequence[Outcome], verdict: str) -> float:
-    return sum(a.verdict == verdict for a in answers) / len(answers) if answers else float("nan")
+    """The share of `answers` given `verdict`; NaN for no answers."""
+    return true_share([a.verdict == verdict for a in answers])
+
+
+def scored_auc(answers: Sequence[Outcome]) -> float:
+    """ROC-AUC over the answers that got a score (retaken and failed photos have none)."""
+    scored = [a for a in answers if a.score is not None]
+    return roc_auc(np.array([a.score for a in scored]), np.array([a.label for a in scored]))
 
 
 def format_table(report: dict) -> str:
@@ -467,9 +474,9 @@ def format_table(report: dict) -> str:
              f"{'AUC':>6}  pass  retake reasons"]
     for name, row in report["changes"].items():
         reasons = ", ".join(f"{reason} {count}" for reason, count in row["retake_reasons"].items())
-        lines.append(f"{name:<12} {row['n']:>5} {_percent(row['genuine_as_counterfeit']):>8} "
-                     f"{_percent(row['genuine_inconclusive']):>8} {_percent(row['retake']):>7} "
-                     f"{_percent(row['caught']):>7} {row['caught_change_points']:>+6.1f} {row['roc_auc']:>6.3f}  "
+        lines.append(f"{name:<12} {row['n']:>5} {percent(row['genuine_as_counterfeit']):>8} "
+                     f"{percent(row['genuine_inconclusive']):>8} {percent(row[RETAKE]):>7} "
+                     f"{percent(row['caught']):>7} {row['caught_change_points']:>+6.1f} {row['roc_auc']:>6.3f}  "
                      f"{'yes ' if row['passes'] else 'NO  '}  {reasons}".rstrip())
     goals = report["goals"]
     lines.append(f"goals: genuines called counterfeit <= {goals['genuine_as_counterfeit_max']:.0%}; "
@@ -477,7 +484,8 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _percent(share: float) -> str:
+def percent(share: float) -> str:
+    """A share (0..1) for people, one decimal: "12.5%"; "n/a" when it is undefined (NaN)."""
     return "n/a" if share != share else f"{100 * share:.1f}%"
 
 

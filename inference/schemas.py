@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from inference.classes import COUNTERFEIT, Verdict
 from inference.quality import NOT_RECOGNISED, REASONS
 
 
@@ -62,7 +63,7 @@ class Quality(BaseModel):
 
 
 class Inspection(BaseModel):
-    verdict: Literal["genuine", "counterfeit", "inconclusive", "retake"] = Field(
+    verdict: Verdict = Field(
         description="retake: the photo is too poor to judge (see quality); no score is given then")
     score: float | None = Field(None, ge=0, le=1, description="calibrated probability that the item is counterfeit")
     thresholds: ThresholdsOut
@@ -78,7 +79,7 @@ class Inspection(BaseModel):
         "json_schema_extra": {
             "examples": [
                 {
-                    "verdict": "counterfeit",
+                    "verdict": COUNTERFEIT,
                     "score": 0.97,
                     "thresholds": {"low": 0.2, "high": 0.8},
                     "model": {"name": "demo", "version": "3f2a9c1d0b7e4a65"},
@@ -96,7 +97,7 @@ class Inspection(BaseModel):
 class ScreeningResult(BaseModel):
     index: int = Field(description="position of the image in the request")
     id: str | None = Field(None, description="the caller's id for this image (listing or seller id), if sent")
-    verdict: Literal["genuine", "counterfeit", "inconclusive", "retake"] | None = None
+    verdict: Verdict | None = None
     score: float | None = None
     image: ImageInfo | None = None
     quality: Quality | None = None

@@ -8,6 +8,7 @@ from typing import Iterable, Iterator, TextIO
 
 from inference.align import NotRecognised
 from inference.batching import images_per_call
+from inference.classes import RETAKE
 from inference.images import IMAGE_SUFFIXES, ImageError, Limits
 from inference.layout import image_files
 from inference.predictor import MAX_BATCH, Predictor, Prepared, stacked
@@ -58,7 +59,7 @@ def _prepare(path: Path, predictor: Predictor, limits: Limits) -> Prepared | dic
     except OSError as exc:
         return {"error": f"Could not read the file: {exc.strerror or exc}"}
     except NotRecognised as exc:
-        return {"verdict": "retake", "reason": NOT_RECOGNISED, "message": str(exc)}
+        return {"verdict": RETAKE, "reason": NOT_RECOGNISED, "message": str(exc)}
 
 
 def write_jsonl(records: Iterable[dict], out: TextIO) -> dict[str, int]:

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from inference.batching import Batcher
+from inference.classes import RETAKE
 from inference.errors import ApiError
 from inference.evidence import EvidenceStore, inspection_fields, screening_fields
 from inference.images import ImageError, LoadedImage, decode_cost
@@ -27,7 +28,6 @@ from inference.quality import QualityReport, check, not_recognised
 from inference.schemas import Inspection, ScreeningResult, Screenings
 from inference.settings import Settings
 
-RETAKE = "retake"
 MB = 1024 * 1024
 MAX_ID_CHARS = 200  # a screening's caller id: a listing or seller id, not a page of text
 

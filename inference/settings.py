@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.auth import ApiKey
 from inference.images import Limits
+from inference.predictor import MAX_BATCH
 from inference.quality import QualityThresholds
 
 DEMO_MODEL = Path(__file__).parent / "demo" / "model.onnx"
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
                                            "replicas; unset: SQLite in data_dir.")
     record_screenings: bool = Field(True, description="Keep screened listing photos in the evidence log too, "
                                     "so seizures can be linked to the listings that show the same goods.")
-    max_batch: int = Field(32, ge=1, le=256, description="Most images in one batch; each onnxruntime call "
+    max_batch: int = Field(MAX_BATCH, ge=1, le=256, description="Most images in one batch; each onnxruntime call "
                            "takes at most 4 x 640 x 480 px of model input.")
     batch_wait_ms: float = Field(4.0, ge=0, le=1000, description="How long the first request of a batch "
                                  "waits for others to join it, milliseconds.")

@@ -41,37 +41,118 @@ def synth_data(tmp_path_factory) -> Path:
     return root
 
 
+# ---------------------------------------------------------------- the session's fitted models
+# One small fit per recipe per session, shared by every test that needs a fitted model. A test fits a
+# model of its own only where the fit itself is what it tests.
+
 @pytest.fixture(scope="session")
-def trained_run(synth_data, tmp_path_factory) -> Path:
-    """One epoch at 64x48: enough to exercise every stage, not to detect anything."""
+def classifier_run(synth_data, tmp_path_factory) -> Path:
+    """The classifier recipe, one epoch at 64x48: enough to exercise every stage, not to detect anything."""
     from training.config import TrainConfig
     from training.train import fit
 
-    run = tmp_path_factory.mktemp("runs") / "tiny"
+    run = tmp_path_factory.mktemp("runs") / "classifier"
     fit(TrainConfig(data=str(synth_data), out=str(run), recipe="classifier", epochs=1, image_size=(64, 48),
                     batch_size=8), progress=False)
     return run
 
 
 @pytest.fixture(scope="session")
-def model_path(trained_run) -> Path:
-    return trained_run / "model.onnx"
+def classifier_model(classifier_run) -> Path:
+    return classifier_run / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def classifier_predictor(classifier_model):
+    from inference.predictor import Predictor
+
+    return Predictor(classifier_model)
+
+
+# Registration needs photos a little larger than synth_data's 160x120.
+REFERENCE_SIZE = (320, 240)
+
+
+@pytest.fixture(scope="session")
+def reference_data(tmp_path_factory) -> Path:
+    """Photos of the 2 products the reference model knows, 320x240; test-unseen/ holds a defect its val
+    never shows. The recipe learns from genuines alone, so train/counterfeit/ is left empty."""
+    from training.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("reference") / "synth"
+    write_dataset(root, seed=2, products=2, n_train=24, n_val=16, n_test=8, holdout=["misspelling"],
+                  image_size=REFERENCE_SIZE, progress=False)
+    for fake in (root / "train" / "counterfeit").rglob("*.jpg"):
+        fake.unlink()
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_run(reference_data, tmp_path_factory) -> tuple[Path, dict]:
+    """The reference recipe (the default) fitted on reference_data -> (run folder, fit summary)."""
+    from training.config import TrainConfig
+    from training.train import fit
+
+    run = tmp_path_factory.mktemp("runs") / "reference"
+    config = TrainConfig(data=str(reference_data), out=str(run), image_size=REFERENCE_SIZE)
+    assert config.recipe == "reference"  # the default
+    return run, fit(config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def reference_model(reference_run) -> Path:
+    return reference_run[0] / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def reference_predictor(reference_model):
+    from inference.predictor import Predictor
+
+    return Predictor(reference_model)
+
+
+# The default recipe's model: what the API, CLI and server tests serve. It knows reference_data's products
+# only: any other photo (random pixels, synth_data's) is answered `retake` / `not_recognised`.
+
+@pytest.fixture(scope="session")
+def model_path(reference_model) -> Path:
+    return reference_model
+
+
+@pytest.fixture(scope="session")
+def predictor(reference_predictor):
+    return reference_predictor
+
+
+def model_folder(model: Path, tmp_path: Path) -> Path:
+    """A model folder of the test's own (tmp_path/models), holding a copy of `model` as model.onnx."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(model, folder / "model.onnx")
+    return folder
 
 
 @pytest.fixture
 def model_dir(model_path, tmp_path):
-    """A model folder of the test's own, holding a copy of the session's model as model.onnx."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    shutil.copy(model_path, folder / "model.onnx")
-    return folder
+    """A model folder of the test's own, holding a copy of the session's default model as model.onnx."""
+    return model_folder(model_path, tmp_path)
 
 
 @pytest.fixture(scope="session")
-def predictor(model_path):
-    from inference.predictor import Predictor
+def known_photos(reference_data, predictor) -> dict[str, list[bytes]]:
+    """reference_data's test photos (320x240 JPEGs) that the API scores rather than answer `retake` (sharp
+    enough under TINY_PHOTO_SETTINGS, registered to their product) -> {"genuine": [...], "counterfeit": [...]}.
+    What API tests send when they need a verdict: synth blurs some photos, and random pixels are no product."""
+    from inference.service import decode_and_prepare
+    from inference.settings import Settings
 
-    return Predictor(model_path)
+    settings = Settings(**TINY_PHOTO_SETTINGS)
+    found = {}
+    for label in ("genuine", "counterfeit"):
+        photos = [path.read_bytes() for path in sorted((reference_data / "test" / label).rglob("*.jpg"))]
+        found[label] = [photo for photo in photos if decode_and_prepare(photo, predictor, settings)[2] is not None]
+        assert len(found[label]) >= 2, f"too few scored {label} photos in reference_data/test"
+    return found
 
 
 @pytest.fixture

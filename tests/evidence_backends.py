@@ -16,7 +16,6 @@ import io
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -26,6 +25,7 @@ from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
+from server_process import free_port
 
 ENV_URL = "COUNTERFEIT_TEST_DATABASE_URL"
 _NOBODY = 65534
@@ -61,12 +61,6 @@ def _unprivileged() -> tuple[list[str], tuple[int, int] | None]:
     return [setpriv, f"--reuid={owner[0]}", f"--regid={owner[1]}", "--clear-groups", "--"], owner
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _run(what: str, command: list, cwd: Path, log: Path | None = None) -> None:
     result = subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
@@ -85,7 +79,7 @@ def throwaway_postgres() -> Iterator[str]:
     try:
         if owner:
             os.chown(base, *owner)
-        data, log, port = base / "data", base / "server.log", _free_port()
+        data, log, port = base / "data", base / "server.log", free_port()
         _run("initdb", [*prefix, initdb, "-D", data, "-U", "evidence", "--auth=trust", "--no-sync", "-E", "UTF8",
               "--locale=C"], base)
         # A throwaway server: durability off for speed (the store's own fsyncs are tested on SQLite).

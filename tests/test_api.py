@@ -1,9 +1,10 @@
 """The HTTP API through a TestClient: answers, metadata, probes, and every bad input as a 4xx."""
 
 import hashlib
+import io
 
 import pytest
-from conftest import TINY_PHOTO_SETTINGS, image_bytes
+from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS, image_bytes
 from fastapi.testclient import TestClient
 
 from inference.api import create_app, get_settings
@@ -11,9 +12,9 @@ from inference.settings import Settings
 
 
 @pytest.fixture
-def client(model_path, tmp_path):
-    app = create_app(Settings(model_path=model_path, data_dir=tmp_path / "evidence", **TINY_PHOTO_SETTINGS))
-    with TestClient(app) as client:  # runs the lifespan: the model loads from the file
+def client(model_path, predictor, tmp_path):
+    app = create_app(Settings(model_path=model_path, data_dir=tmp_path / "evidence", **TINY_PHOTO_SETTINGS), predictor)
+    with TestClient(app) as client:  # runs the lifespan with the session's model, already loaded
         yield client
 
 
@@ -21,8 +22,8 @@ def post_photo(client, data: bytes, filename="photo.jpg", content_type="image/jp
     return client.post("/v1/inspections", files={"image": (filename, data, content_type)})
 
 
-def test_inspection_answers_a_synth_photo(client, synth_data):
-    photo = next((synth_data / "test" / "counterfeit").rglob("*.jpg")).read_bytes()
+def test_inspection_answers_a_synth_photo(client, known_photos):
+    photo = known_photos["counterfeit"][0]
     response = post_photo(client, photo)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -30,23 +31,27 @@ def test_inspection_answers_a_synth_photo(client, synth_data):
     assert 0 <= body["score"] <= 1
     assert body["thresholds"]["low"] <= body["thresholds"]["high"]
     assert body["model"]["version"] == client.get("/v1/model").json()["version"]
-    assert body["image"] == {"sha256": hashlib.sha256(photo).hexdigest(), "width": 160, "height": 120}
+    width, height = REFERENCE_SIZE  # the photo's own size, which is also the model's input size here
+    assert body["image"] == {"sha256": hashlib.sha256(photo).hexdigest(), "width": width, "height": height}
 
 
 def test_model_metadata_and_probes(client):
     model = client.get("/v1/model").json()
-    assert model["classes"] == ["genuine", "counterfeit"] and model["input"] == {"width": 64, "height": 48}
+    assert model["classes"] == ["genuine", "counterfeit"] and model["input"] == {"width": 320, "height": 240}
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
 
 
-def test_readyz_is_503_until_a_model_is_loaded(model_path, tmp_path):
+def test_readyz_is_503_until_a_model_is_loaded(model_path, predictor, tmp_path):
     app = create_app(Settings(model_path=model_path, data_dir=tmp_path))
     client = TestClient(app)  # not entered: lifespan has not run, so nothing is loaded
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
     response = post_photo(client, image_bytes())
     assert response.status_code == 503 and response.json()["error"]["code"] == "model_not_loaded"
+    with client:  # runs the lifespan: the model loads from the file
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/v1/model").json()["version"] == predictor.metadata.version
 
 
 @pytest.mark.parametrize(
@@ -89,9 +94,14 @@ def test_unknown_route_and_method_use_the_error_shape(client):
     assert client.delete("/v1/inspections").json()["error"]["code"] == "method_not_allowed"
 
 
-def test_png_and_webp_photos_are_scored(client):
+def test_png_and_webp_photos_are_scored(client, known_photos):
+    from PIL import Image
+
     for fmt, mime in (("PNG", "image/png"), ("WEBP", "image/webp")):
-        assert post_photo(client, image_bytes(fmt), f"a.{fmt.lower()}", mime).status_code == 200
+        encoded = io.BytesIO()
+        Image.open(io.BytesIO(known_photos["genuine"][0])).save(encoded, fmt)
+        response = post_photo(client, encoded.getvalue(), f"a.{fmt.lower()}", mime)
+        assert response.status_code == 200 and response.json()["score"] is not None, response.text
 
 
 def test_an_oversized_body_is_refused_before_it_is_parsed(model_path, tmp_path):

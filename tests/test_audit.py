@@ -18,7 +18,8 @@ from PIL import Image
 from inference.layout import DataError
 from training import audit as audit_module
 from inference import phash
-from training.audit import AuditResult, Finding, audit, exit_code, write_report
+from training.audit import AuditResult, Finding, audit, exit_code
+from training.audit_report import write_report
 from training.synth import jpeg_bytes
 
 
@@ -343,7 +344,8 @@ def test_exif_orientation_and_camera_are_noted(synth_data, tmp_path):
 
 def test_audit_runs_without_torch(synth_data, tmp_path):
     """The audit must work from a serving install: numpy and Pillow only."""
-    script = ("import sys; from pathlib import Path; from training.audit import audit, write_report; "
+    script = ("import sys; from pathlib import Path; from training.audit import audit; "
+              "from training.audit_report import write_report; "
               "write_report(audit(sys.argv[1], progress=False), Path(sys.argv[2])); "
               "heavy = ('torch', 'torchvision', 'onnx', 'matplotlib'); "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from inference.calibration import calibrate, choose_thresholds, fit_temperature
-from inference.evaluate import average_precision, expected_calibration_error
-from inference.metrics import roc_auc
+from inference.metrics import average_precision, expected_calibration_error, roc_auc
 from inference.predictor import softmax_scores
 
 

@@ -87,9 +87,9 @@ def test_train_rejects_bad_options_in_one_line(run_cli, synth_data, tmp_path):
     assert code == 2 and "Invalid arch 'vgg99'" in one_line(err)
 
 
-def test_screen_writes_one_line_per_image_and_keeps_going(run_cli, synth_data, model_path, tmp_path):
+def test_screen_writes_one_line_per_image_and_keeps_going(run_cli, reference_data, model_path, tmp_path):
     folder = tmp_path / "photos"
-    shutil.copytree(synth_data / "test", folder)
+    shutil.copytree(reference_data / "test", folder)
     (folder / "genuine" / "broken.jpg").write_bytes(b"not a photo")
     code, _, err = run_cli("screen", folder, "--model", model_path, "--output", tmp_path / "out.jsonl")
     assert code == 0 and "1 error" in err
@@ -103,9 +103,9 @@ def test_screen_writes_one_line_per_image_and_keeps_going(run_cli, synth_data, m
     assert all(r["model"]["version"] == version for r in records)
 
 
-def test_screen_to_stdout(run_cli, synth_data, model_path):
-    code, out, _ = run_cli("screen", synth_data / "val" / "genuine", "--model", model_path)
-    assert code == 0 and len(out.splitlines()) == 4
+def test_screen_to_stdout(run_cli, reference_data, model_path):
+    code, out, _ = run_cli("screen", reference_data / "val" / "genuine", "--model", model_path)
+    assert code == 0 and len(out.splitlines()) == 8
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -123,8 +123,8 @@ def test_a_broken_model_file_exits_2(run_cli, synth_data, tmp_path):
     assert code == 2 and "is not a loadable ONNX model" in one_line(err)
 
 
-def test_evaluate_writes_metrics(run_cli, synth_data, model_path, tmp_path):
-    code, out, _ = run_cli("evaluate", synth_data, "--model", model_path, "--report", tmp_path / "report")
+def test_evaluate_writes_metrics(run_cli, reference_data, model_path, tmp_path):
+    code, out, _ = run_cli("evaluate", reference_data, "--model", model_path, "--report", tmp_path / "report")
     assert code == 0 and "roc_auc" in out
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert {"roc_auc", "pr_auc", "accuracy_decided", "inconclusive_rate", "ece", "n"} <= set(metrics)
@@ -132,10 +132,12 @@ def test_evaluate_writes_metrics(run_cli, synth_data, model_path, tmp_path):
     assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "roc.png").is_file()
 
 
-def test_export_reproduces_the_trained_model_file(run_cli, trained_run, tmp_path):
-    code, _, err = run_cli("export", trained_run / "checkpoint.pt", "--out", tmp_path / "again.onnx")
+def test_export_reproduces_the_trained_model_file(run_cli, classifier_run, tmp_path):
+    """The classifier's checkpoint (the reference recipe's: test_reference.py)."""
+    code, _, err = run_cli("export", classifier_run / "checkpoint.pt", "--out", tmp_path / "again.onnx")
     assert code == 0 and "verified" in err
-    assert Predictor(tmp_path / "again.onnx").metadata.version == Predictor(trained_run / "model.onnx").metadata.version
+    again, trained = (Predictor(path) for path in (tmp_path / "again.onnx", classifier_run / "model.onnx"))
+    assert again.metadata.version == trained.metadata.version
 
 
 def test_export_of_a_missing_checkpoint_exits_2(run_cli, tmp_path):
@@ -143,20 +145,21 @@ def test_export_of_a_missing_checkpoint_exits_2(run_cli, tmp_path):
     assert code == 2 and "Checkpoint not found" in one_line(err)
 
 
-def test_calibrate_rewrites_only_the_calibration(run_cli, synth_data, model_path, tmp_path):
-    code, _, err = run_cli("calibrate", model_path, synth_data / "test", "--out", tmp_path / "new.onnx",
+def test_calibrate_rewrites_only_the_calibration(run_cli, reference_data, model_path, tmp_path):
+    code, _, err = run_cli("calibrate", model_path, reference_data / "test", "--out", tmp_path / "new.onnx",
                            "--target-precision", "0.9")
     assert code == 0 and "thresholds" in err
     old, new = Predictor(model_path), Predictor(tmp_path / "new.onnx")
     assert new.metadata.version != old.metadata.version
     assert new.metadata.metrics["calibration_n"] == 8
     assert new.metadata.metrics["calibration_target_precision"] == 0.9
-    images = np.random.default_rng(0).normal(size=(2, 3, 48, 64)).astype(np.float32)
+    width, height = old.spec.size
+    images = np.random.default_rng(0).normal(size=(2, 3, height, width)).astype(np.float32)
     assert np.array_equal(new.logits(images), old.logits(images))  # same graph, same weights
 
 
-def test_calibrate_bad_target_exits_2(run_cli, synth_data, model_path, tmp_path):
-    code, _, err = run_cli("calibrate", model_path, synth_data / "val", "--out", tmp_path / "n.onnx",
+def test_calibrate_bad_target_exits_2(run_cli, reference_data, model_path, tmp_path):
+    code, _, err = run_cli("calibrate", model_path, reference_data / "val", "--out", tmp_path / "n.onnx",
                            "--target-precision", "1.5")
     assert code == 2 and "--target-precision must be in [0.5, 1)" in one_line(err)
     assert not (tmp_path / "n.onnx").exists()

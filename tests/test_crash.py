@@ -5,7 +5,7 @@ import signal
 import threading
 
 import httpx
-from test_serve import start
+from server_process import ServerProcess
 
 from inference.evidence import open_store
 
@@ -13,12 +13,14 @@ BURST = 1000  # inspections the clients try to send
 KILL_AFTER = 150  # acknowledged answers before the server is killed
 
 
-def test_kill_9_loses_no_acknowledged_record(model_path, synth_data, database_url, tmp_path):
+def test_kill_9_loses_no_acknowledged_record(classifier_model, synth_data, database_url, tmp_path):
+    """On the classifier: the store is under test, not the recipe, and it scores the burst fastest."""
     data_dir = tmp_path / "evidence"
-    env = {"COUNTERFEIT_DATA_DIR": str(data_dir), "COUNTERFEIT_QUALITY_MIN_SIDE": "96"}
+    env = {"COUNTERFEIT_QUALITY_MIN_SIDE": "96"}
     if database_url:
         env["COUNTERFEIT_DATABASE_URL"] = database_url
-    process, url = start(["--model", str(model_path)], env)
+    server = ServerProcess(["--model", str(classifier_model)], data_dir, env).wait_ready()
+    process, url = server.process, server.url
     photo = sorted((synth_data / "test" / "genuine").rglob("*.jpg"))[0].read_bytes()
     acknowledged, lock, sent = [], threading.Lock(), iter(range(BURST))
 

@@ -125,13 +125,14 @@ def test_a_record_keeps_the_photo_as_received_and_what_was_said(store, backend, 
     assert list(path.parent.iterdir()) == [path]  # content-addressed: stored once, no leftovers
 
 
-def test_it_records_what_the_service_answered(store, photo, predictor):
+def test_it_records_what_the_service_answered(store, photo, classifier_predictor):
+    """The classifier scores any photo (the reference model answers `retake` to this one's product)."""
     from inference.batching import Batcher
     from inference.settings import Settings
 
     batcher = Batcher(max_wait_s=0)
     try:
-        _record_service_answers(store, photo, predictor, batcher, Settings(quality_min_side=96))
+        _record_service_answers(store, photo, classifier_predictor, batcher, Settings(quality_min_side=96))
     finally:
         batcher.close()
     assert store.verify().ok

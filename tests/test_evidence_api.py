@@ -20,18 +20,17 @@ def keys():
 
 
 @pytest.fixture
-def client(model_path, keys, database_url, tmp_path):
+def client(model_path, predictor, keys, database_url, tmp_path):
     settings = Settings(model_path=model_path, api_keys=keys[1], data_dir=tmp_path / "evidence",
                         database_url=database_url, **TINY_PHOTO_SETTINGS)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings, predictor)) as client:  # the session's model, already loaded
         yield client
 
 
 @pytest.fixture
-def photo(synth_data) -> bytes:
-    """A real synth photo carrying EXIF GPS, as a phone would send it."""
-    source = Image.open(sorted((synth_data / "test" / "genuine").rglob("*.jpg"))[0])
-    return jpeg_with_metadata(source)
+def photo(known_photos) -> bytes:
+    """A real synth photo the model scores, carrying EXIF GPS, as a phone would send it."""
+    return jpeg_with_metadata(Image.open(io.BytesIO(known_photos["genuine"][0])))
 
 
 def inspect(client, keys, data, **fields):
@@ -86,9 +85,9 @@ def test_thumbnails_lose_gps_and_originals_are_admin_only(client, keys, photo):
     assert original.status_code == 200 and original.content == photo  # exactly as received
 
 
-def test_a_seizure_is_linked_to_the_listing_showing_the_same_goods(client, keys, photo, synth_data):
+def test_a_seizure_is_linked_to_the_listing_showing_the_same_goods(client, keys, photo, known_photos):
     listing = reencoded(photo, transpose=Image.Transpose.ROTATE_90, scale=0.8)  # the seller's copy
-    other = sorted((synth_data / "test" / "counterfeit").rglob("*.jpg"))[0].read_bytes()
+    other = known_photos["counterfeit"][0]
     screened = client.post("/v1/screenings", files=[("images", ("l.jpg", listing, "image/jpeg")),
                                                     ("images", ("o.jpg", other, "image/jpeg"))],
                            data={"ids": ["listing-42", "listing-7"]}, headers=keys[0]["screener"]).json()

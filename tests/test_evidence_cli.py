@@ -9,12 +9,14 @@ import pytest
 
 
 @pytest.fixture
-def logged(run_cli, synth_data, model_path, tmp_path, monkeypatch, database_url):
-    """An evidence log (SQLite, or PostgreSQL plus the photo folder) holding the fixture's test photos."""
+def logged(run_cli, synth_data, classifier_model, tmp_path, monkeypatch, database_url):
+    """An evidence log (SQLite, or PostgreSQL plus the photo folder) holding the fixture's test photos. Screened
+    by the classifier, the fastest to load: the log is under test here (the reference model's is in
+    test_reference.py)."""
     monkeypatch.setenv("COUNTERFEIT_DATA_DIR", str(tmp_path / "evidence"))
     if database_url:
         monkeypatch.setenv("COUNTERFEIT_DATABASE_URL", database_url)
-    code, _, err = run_cli("screen", synth_data / "test", "--model", model_path, "--record",
+    code, _, err = run_cli("screen", synth_data / "test", "--model", classifier_model, "--record",
                            "--output", tmp_path / "out.jsonl")
     assert code == 0, err
     return tmp_path / "evidence", database_url

@@ -10,13 +10,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from web_helpers import REPO, free_port
+from server_process import REPO, ServerProcess, free_port
 
 SAMPLES = REPO / "inference" / "demo" / "samples"
 BUSY = "port {port} on 127.0.0.1 is in use: stop the other server or set COUNTERFEIT_PORT (or --port)"
@@ -69,35 +67,12 @@ def test_serve_reads_port_and_host_from_env_file_and_environment(run_cli, monkey
 
 # ---------------------------------------------------------------- the server's first lines
 
-class ServerOutput:
-    """`counterfeit serve` in a subprocess, its output collected line by line as it comes."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", *args], cwd=REPO,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env={**os.environ, **env})
-        threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
-
-    def wait_for(self, text: str, seconds: float = 60) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and self.process.poll() is None:
-            if any(text in line for line in self.lines):
-                return True
-            time.sleep(0.1)
-        return any(text in line for line in self.lines)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=15)
-
-
 def test_a_started_server_says_where_to_open_it_and_answers_the_readme_example(tmp_path):
     port = free_port()
     # No flags, as `make run`: the port comes from the environment.
-    server = ServerOutput([], {"COUNTERFEIT_PORT": str(port), "COUNTERFEIT_DATA_DIR": str(tmp_path / "evidence")})
+    server = ServerProcess([], tmp_path / "evidence", {"COUNTERFEIT_PORT": str(port)})
     try:
-        assert server.wait_for(f"open http://127.0.0.1:{port}/ in a browser"), "".join(server.lines)
+        assert server.wait_for_output(f"open http://127.0.0.1:{port}/ in a browser"), server.output()
         # The README's first example: a sample photo shipped with the demo model, no key on loopback.
         with (SAMPLES / "genuine-1.jpg").open("rb") as photo:
             answer = httpx.post(f"http://127.0.0.1:{port}/v1/inspections", files={"image": photo}, timeout=60)

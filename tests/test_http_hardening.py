@@ -11,7 +11,7 @@ import pytest
 import uvicorn
 from conftest import TINY_PHOTO_SETTINGS, image_bytes
 from fastapi.testclient import TestClient
-from web_helpers import free_port
+from server_process import free_port
 
 import inference.api as api
 from inference.api import create_app

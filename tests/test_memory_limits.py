@@ -38,8 +38,10 @@ def huge_bilevel_png() -> bytes:
     return encode(image, optimize=True)
 
 
-def synth_jpeg(synth_data, index: int = 0) -> bytes:
-    return sorted((synth_data / "test" / "genuine").rglob("*.jpg"))[index].read_bytes()
+def known_jpeg(known_photos, index: int = 0) -> bytes:
+    """The index-th (cycling) of the photos the session's model scores."""
+    photos = [*known_photos["genuine"], *known_photos["counterfeit"]]
+    return photos[index % len(photos)]
 
 
 # --------------------------------------------------------------------------- decoding reduced
@@ -129,12 +131,12 @@ def test_a_waiting_decode_goes_ahead_as_soon_as_budget_is_freed():
 # --------------------------------------------------------------------------- the API under the budget
 
 @pytest.fixture
-def make_client(model_path, tmp_path):
+def make_client(model_path, predictor, tmp_path):
     clients = []
 
     def make(**settings):
         values = {"model_path": model_path, "data_dir": tmp_path / "evidence", **TINY_PHOTO_SETTINGS, **settings}
-        client = TestClient(create_app(Settings(**values)))
+        client = TestClient(create_app(Settings(**values), predictor))  # the session's model, already loaded
         clients.append(client.__enter__())
         return client
 
@@ -147,12 +149,12 @@ def stored(client) -> int:
     return client.app.state.evidence.head().seq
 
 
-def test_a_spent_budget_answers_503_server_busy_and_stores_nothing(make_client, synth_data):
+def test_a_spent_budget_answers_503_server_busy_and_stores_nothing(make_client, known_photos):
     client = make_client(decode_budget_mb=16, decode_wait_s=0)
     budget = shared_budget(16 * MB)
     budget.acquire(budget.total, wait_s=0)  # other requests' decodes hold all of it
     try:
-        photo = synth_jpeg(synth_data)
+        photo = known_jpeg(known_photos)
         inspection = client.post("/v1/inspections", files={"image": ("a.jpg", photo, "image/jpeg")})
         screening = client.post("/v1/screenings", files=[("images", ("a.jpg", photo, "image/jpeg"))] * 2)
     finally:
@@ -165,18 +167,18 @@ def test_a_spent_budget_answers_503_server_busy_and_stores_nothing(make_client, 
     assert client.post("/v1/inspections", files={"image": ("a.jpg", photo, "image/jpeg")}).status_code == 200
 
 
-def test_a_photo_larger_than_the_whole_budget_is_refused_and_the_others_screened(make_client, synth_data):
+def test_a_photo_larger_than_the_whole_budget_is_refused_and_the_others_screened(make_client, known_photos):
     client = make_client(decode_budget_mb=16)
     huge = encode(Image.new("RGB", (4000, 4000), (120, 90, 60)))  # 64 MB decoded as RGB
     alone = client.post("/v1/inspections", files={"image": ("big.png", huge, "image/png")})
     assert alone.status_code == 413 and alone.json()["error"]["code"] == "too_many_pixels"
     assert "decode budget of 16 MB" in alone.json()["error"]["message"]
-    files = [("images", ("big.png", huge, "image/png")), ("images", ("a.jpg", synth_jpeg(synth_data), "image/jpeg"))]
+    files = [("images", ("big.png", huge, "image/png")), ("images", ("a.jpg", known_jpeg(known_photos), "image/jpeg"))]
     results = client.post("/v1/screenings", files=files).json()["results"]
     assert results[0]["error"]["code"] == "too_many_pixels" and results[1]["verdict"] is not None
 
 
-def test_a_screening_records_each_batch_and_drops_its_decoded_photos(make_client, synth_data,
+def test_a_screening_records_each_batch_and_drops_its_decoded_photos(make_client, known_photos,
                                                                      monkeypatch):
     client = make_client(max_batch=2)
     predictor = client.app.state.slot.current
@@ -192,7 +194,7 @@ def test_a_screening_records_each_batch_and_drops_its_decoded_photos(make_client
         return loaded
 
     monkeypatch.setattr(predictor, "load", counting_load)
-    files = [("images", (f"{i}.jpg", synth_jpeg(synth_data, i % 4), "image/jpeg")) for i in range(7)]
+    files = [("images", (f"{i}.jpg", known_jpeg(known_photos, i), "image/jpeg")) for i in range(7)]
     answer = client.post("/v1/screenings", files=files)
     assert answer.status_code == 200, answer.text
     assert all(result["record_id"] for result in answer.json()["results"])  # every photo recorded
@@ -202,9 +204,9 @@ def test_a_screening_records_each_batch_and_drops_its_decoded_photos(make_client
 
 @pytest.mark.parametrize("bad_id, why", [("L" * 201, "201 characters"), ("L-1\x00", "control character"),
                                          ("L-1\nL-2", "control character")])
-def test_screening_ids_are_checked_before_anything_is_scored_or_stored(make_client, synth_data, bad_id, why):
+def test_screening_ids_are_checked_before_anything_is_scored_or_stored(make_client, known_photos, bad_id, why):
     client = make_client()
-    files = [("images", ("a.jpg", synth_jpeg(synth_data), "image/jpeg"))] * 2
+    files = [("images", ("a.jpg", known_jpeg(known_photos), "image/jpeg"))] * 2
     answer = client.post("/v1/screenings", files=files, data={"ids": ["L-0", bad_id]})
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "invalid_id" and why in answer.json()["error"]["message"]
@@ -243,11 +245,11 @@ def test_the_batcher_scores_a_large_batch_in_several_calls():
 # --------------------------------------------------------------------------- counterfeit screen
 
 @pytest.fixture
-def photo_folder(synth_data, tmp_path):
+def photo_folder(known_photos, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for index in range(5):
-        (folder / f"{index}.jpg").write_bytes(synth_jpeg(synth_data, index % 4))
+        (folder / f"{index}.jpg").write_bytes(known_jpeg(known_photos, index))
     return folder
 
 
@@ -255,7 +257,8 @@ def test_screen_scores_in_calls_of_images_per_call(run_cli, predictor, model_pat
     import inference.batching
     from inference.predictor import Predictor
 
-    monkeypatch.setattr(inference.batching, "PIXELS_PER_CALL", 2 * 64 * 48)  # 2 images of the tiny model
+    width, height = predictor.spec.size
+    monkeypatch.setattr(inference.batching, "PIXELS_PER_CALL", 2 * width * height)  # 2 images of the model
     sizes = []
     real_scores = Predictor.scores
     monkeypatch.setattr(Predictor, "scores", lambda self, batch, *rest: sizes.append(len(batch))

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
-from conftest import DEMO_MODEL, TINY_PHOTO_SETTINGS, image_bytes
+from conftest import DEMO_MODEL, TINY_PHOTO_SETTINGS, image_bytes, model_folder
 from fastapi.testclient import TestClient
 from onnx import numpy_helper
 
@@ -21,13 +21,20 @@ from inference.metadata import TEMPERATURE_RANGE, ModelFileError, Thresholds
 from inference.onnx_wire import TENSOR_PATHS, WireError, content_version, external_tensors
 from inference.predictor import Predictor
 from inference.settings import Settings
-from training.export import stamp_metadata
+from training.stamp import stamp_metadata
 
 
 @pytest.fixture
-def client(model_dir, tmp_path):
+def model_dir(classifier_model, tmp_path):
+    """The classifier's model: it loads fastest, and the checks of its metadata are every recipe's. A reference
+    model's own (its references) are test_reference.py's; the demo model is one, validated below."""
+    return model_folder(classifier_model, tmp_path)
+
+
+@pytest.fixture
+def client(model_dir, classifier_predictor, tmp_path):
     settings = Settings(model_path=model_dir / "model.onnx", data_dir=tmp_path / "evidence", **TINY_PHOTO_SETTINGS)
-    with TestClient(create_app(settings)) as client:  # open API on loopback: every caller is admin
+    with TestClient(create_app(settings, classifier_predictor)) as client:  # open API on loopback: all are admin
         yield client
 
 

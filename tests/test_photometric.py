@@ -1,4 +1,4 @@
-"""The colour check's photometric fit (training/photometric.py) on crafted prints: a photo's own light is
+"""The colour check's photometric fit (training/recipes/reference/photometric.py) on crafted prints: a photo's own light is
 explained away, a changed ink is not."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.photometric import fit_residual, light_basis, solve_spd, window_z  # noqa: E402
+from training.recipes.reference.photometric import fit_residual, light_basis, solve_spd, window_z  # noqa: E402
 
 H, W = 60, 80
 

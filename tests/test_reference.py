@@ -9,6 +9,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import REFERENCE_SIZE
 from PIL import Image, ImageDraw
 
 from inference.align import NotRecognised, Reference, align, references_from_json, references_to_json
@@ -16,37 +17,6 @@ from inference.layout import list_split
 from inference.metadata import ModelFileError
 from inference.predictor import Predictor, stacked
 from inference.screen import screen_files
-
-SIZE = (320, 240)  # registration needs photos a little larger than the other fixtures' 160x120
-
-
-@pytest.fixture(scope="session")
-def reference_data(tmp_path_factory):
-    from training.synth import write_dataset
-
-    root = tmp_path_factory.mktemp("reference") / "synth"
-    write_dataset(root, seed=2, products=2, n_train=24, n_val=16, n_test=8, holdout=["misspelling"],
-                  image_size=SIZE, progress=False)
-    # The recipe learns from genuines alone: its train/counterfeit/ may be empty (it was a DataError).
-    for fake in (root / "train" / "counterfeit").rglob("*.jpg"):
-        fake.unlink()
-    return root
-
-
-@pytest.fixture(scope="session")
-def reference_run(reference_data, tmp_path_factory):
-    from training.config import TrainConfig
-    from training.train import fit
-
-    run = tmp_path_factory.mktemp("runs") / "reference"
-    config = TrainConfig(data=str(reference_data), out=str(run), image_size=SIZE)
-    assert config.recipe == "reference"  # the default
-    return run, fit(config, progress=False)
-
-
-@pytest.fixture(scope="session")
-def reference_predictor(reference_run):
-    return Predictor(reference_run[0] / "model.onnx")
 
 
 def photo(path) -> Image.Image:
@@ -59,7 +29,7 @@ def test_the_model_file_carries_its_products_references(reference_data, referenc
     meta = reference_predictor.metadata
     assert reference_predictor.aligns and [r.product for r in meta.references] == ["product-a", "product-b"]
     assert meta.public()["products"] == ["product-a", "product-b"]
-    assert meta.train_config["recipe"] == "reference" and meta.preprocess.size == SIZE
+    assert meta.train_config["recipe"] == "reference" and meta.preprocess.size == REFERENCE_SIZE
     assert all(len(r.points) >= 15 and r.descriptors.shape == (len(r.points), 128) for r in meta.references)
     assert summary["best"]["train_genuines_left_out"] <= 2 and summary["version"] == meta.version
     assert 0 <= meta.thresholds.low <= meta.thresholds.high <= 1
@@ -116,7 +86,7 @@ def test_another_ink_raises_the_colour_score_far_more_than_another_light(referen
     import torch
 
     from training.checkpoint import load_checkpoint
-    from training.reference_model import SCORES
+    from training.recipes.reference.model import SCORES
 
     model = load_checkpoint(reference_run[0] / "checkpoint.pt")[0].eval()
     genuines = [s for s in list_split(reference_data, "test") if s.label == 0][:4]
@@ -260,17 +230,32 @@ def test_the_fit_is_deterministic(reference_data, reference_run, tmp_path):
 
     import torch
 
-    fit(TrainConfig(data=str(reference_data), out=str(tmp_path / "again"), image_size=SIZE), progress=False)
+    fit(TrainConfig(data=str(reference_data), out=str(tmp_path / "again"), image_size=REFERENCE_SIZE), progress=False)
     first, again = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (reference_run[0], tmp_path / "again"))
     assert first["references"] == again["references"] and first["calibration"] == again["calibration"]
     assert all(torch.equal(first["model"][key], again["model"][key]) for key in first["model"])
 
 
-def test_classifier_options_are_named_when_the_reference_recipe_ignores_them(reference_data, tmp_path, run_cli):
+def test_classifier_options_are_named_when_the_reference_recipe_ignores_them(reference_data, tmp_path, run_cli,
+                                                                              monkeypatch):
+    """What `counterfeit train` prints around a fit, and the config it fits: the fit is a stand-in here (the
+    reference fit itself is the session's reference_run, which writes model.onnx into its --out)."""
+    import training.train
+
+    fitted = []
+
+    def stand_in_fit(config, resume=False, **_):
+        fitted.append(config)
+        return {"best": {"epoch": 1, "roc_auc": 0.9, "accuracy": 0.8}, "model": f"{config.out}/model.onnx",
+                "version": "v1"}
+
+    monkeypatch.setattr(training.train, "fit", stand_in_fit)
     code, _, err = run_cli("train", reference_data, "--out", tmp_path / "r", "--image-size", "320x240",
                            "--epochs", "5", "--lr", "0.01")
     assert code == 0 and "note: --epochs, --lr only apply to --recipe classifier" in err
-    assert "reference model fitted: val ROC-AUC" in err and (tmp_path / "r" / "model.onnx").is_file()
+    assert f"reference model fitted: val ROC-AUC 0.9000, accuracy 0.800; wrote {tmp_path / 'r'}/model.onnx" in err
+    (config,) = fitted
+    assert config.recipe == "reference" and config.out == str(tmp_path / "r") and config.image_size == REFERENCE_SIZE
 
 
 def test_products_are_found_by_registration_without_product_folders(reference_data):
@@ -278,10 +263,10 @@ def test_products_are_found_by_registration_without_product_folders(reference_da
     from inference.align import keypoints
     from inference.layout import Sample
     from training.config import TrainConfig
-    from training.reference import _genuines_by_product, registration_groups
+    from training.recipes.reference.fit import _genuines_by_product, registration_groups
 
     genuines = [s for s in list_split(reference_data, "train", optional=("counterfeit",)) if s.label == 0]
-    by_folder = _genuines_by_product([Sample(s.path, 0, "") for s in genuines], TrainConfig(image_size=SIZE)
+    by_folder = _genuines_by_product([Sample(s.path, 0, "") for s in genuines], TrainConfig(image_size=REFERENCE_SIZE)
                                      .preprocess_spec(), progress=False)
     groups, folders = registration_groups({"": [keypoints(frame) for frame in by_folder[""]]})
     assert sorted(groups) == ["product-1", "product-2"] and set(folders.values()) == {""}

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.evaluate import average_precision, evaluate_folder, expected_calibration_error, summarize, write_report
+from inference.evaluate import evaluate_folder, summarize, write_report
 from inference.metadata import Thresholds
-from inference.metrics import roc_auc
-from inference.report import (FIG_SIZE, DPI, PLOTS, curve_area, precision_recall_curve, reliability_bins,
-                              roc_curve, write_html_report)
+from inference.metrics import (average_precision, curve_area, expected_calibration_error, precision_recall_curve,
+                               reliability_bins, roc_auc, roc_curve)
+from inference.report import FIG_SIZE, DPI, PLOTS, write_html_report
 
 THRESHOLDS = {"low": 0.3, "high": 0.7}
 
@@ -114,8 +114,8 @@ def test_reliability_bins_add_up_to_the_ece():
 # ---------------------------------------------------------------- the report from a real evaluation
 
 
-def test_report_from_a_real_evaluation(synth_data, predictor, tmp_path):
-    metrics = evaluate_folder(synth_data, predictor)
+def test_report_from_a_real_evaluation(synth_data, classifier_predictor, tmp_path):
+    metrics = evaluate_folder(synth_data, classifier_predictor)
     write_report(metrics, tmp_path)
     out = write_html_report(metrics, tmp_path)
 

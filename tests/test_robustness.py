@@ -188,19 +188,20 @@ def test_shares_count_every_photo_of_the_class():
     assert row["roc_auc"] == pytest.approx(7 / 8)  # the 3 scored fakes outrank all genuines but the 0.9 one
 
 
-def test_evaluate_robustness_answers_as_the_service(synth_data, predictor):
+def test_evaluate_robustness_answers_as_the_service(synth_data, classifier_predictor):
+    """On the classifier: synth_data's products are none the reference model knows."""
     from inference.layout import list_labelled, resolve_labelled
     from inference.metrics import roc_auc
     from inference.screen import screen_files
 
     samples = list_labelled(resolve_labelled(synth_data, "test"))
     changes = ["jpeg-95", "grayscale", "half", "rotate-90"]
-    report = evaluate_robustness(samples, predictor, TINY_PHOTOS, changes, seed=0, progress=False)
+    report = evaluate_robustness(samples, classifier_predictor, TINY_PHOTOS, changes, seed=0, progress=False)
     rows = report["changes"]
     assert list(rows) == [UNCHANGED, *changes]
     assert all(row["n"] == len(samples) and row["errors"] == 0 for row in rows.values())
     # Unchanged photos: the same scores and verdicts as the bulk screen (which skips the gate they all pass)
-    records = list(screen_files([s.path for s in samples], predictor))
+    records = list(screen_files([s.path for s in samples], classifier_predictor))
     fakes = [r for s, r in zip(samples, records) if s.label == 1]
     genuines = [r for s, r in zip(samples, records) if s.label == 0]
     assert rows[UNCHANGED]["retake"] == 0
@@ -215,18 +216,18 @@ def test_evaluate_robustness_answers_as_the_service(synth_data, predictor):
     assert rows[UNCHANGED]["caught_change_points"] == 0
     for row in rows.values():
         assert row["passes"] == (row["genuine_as_counterfeit"] <= 0.01 and row["caught_change_points"] >= -5)
-    again = evaluate_robustness(samples, predictor, TINY_PHOTOS, changes, seed=0, progress=False)
+    again = evaluate_robustness(samples, classifier_predictor, TINY_PHOTOS, changes, seed=0, progress=False)
     assert json.dumps(again, sort_keys=True) == json.dumps(report, sort_keys=True)  # NaN-safe comparison
     line = next(line for line in format_table(report).splitlines() if line.startswith("grayscale"))
     assert line.split()[1] == str(len(samples)) and line.endswith(f"grayscale {len(samples)}")
 
 
-def test_cli_prints_the_table_and_writes_the_report(run_cli, synth_data, model_path, tmp_path, monkeypatch):
+def test_cli_prints_the_table_and_writes_the_report(run_cli, synth_data, classifier_model, tmp_path, monkeypatch):
     from inference.layout import list_split
 
     monkeypatch.chdir(tmp_path)  # no stray .env
     monkeypatch.setenv("COUNTERFEIT_QUALITY_MIN_SIDE", "96")
-    code, out, err = run_cli("evaluate", synth_data, "--model", model_path, "--robustness",
+    code, out, err = run_cli("evaluate", synth_data, "--model", classifier_model, "--robustness",
                              "--changes", "jpeg-70,rotate-180", "--report", tmp_path / "report")
     assert code == 0, err
     rows = [line.split()[0] for line in out.splitlines()[1:-1]]
@@ -237,9 +238,9 @@ def test_cli_prints_the_table_and_writes_the_report(run_cli, synth_data, model_p
     assert not (tmp_path / "report" / "metrics.json").exists()
 
 
-def test_cli_refuses_unknown_changes(run_cli, synth_data, model_path):
-    code, out, err = run_cli("evaluate", synth_data, "--model", model_path, "--robustness", "--changes", "glow")
+def test_cli_refuses_unknown_changes(run_cli, synth_data, classifier_model):
+    code, out, err = run_cli("evaluate", synth_data, "--model", classifier_model, "--robustness", "--changes", "glow")
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "unknown change glow" in err and "motion-blur" in err
-    code, _, err = run_cli("evaluate", synth_data, "--model", model_path, "--changes", "glare")
+    code, _, err = run_cli("evaluate", synth_data, "--model", classifier_model, "--changes", "glare")
     assert code == 2 and "--changes needs --robustness" in err

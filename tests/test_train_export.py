@@ -20,37 +20,37 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import PhotoDataset
 from training.export import ExportError, export, metadata_from_checkpoint, verification_images
-from training.model import WeightsError, build, load_weights
+from training.recipes.classifier.model import WeightsError, build, load_weights
 
 
-def test_run_folder_is_complete(trained_run):
-    names = {p.name for p in trained_run.iterdir()}
+def test_run_folder_is_complete(classifier_run):
+    names = {p.name for p in classifier_run.iterdir()}
     assert {"checkpoint.pt", "last.pt", "config.json", "metrics.jsonl", "model.onnx"} <= names
-    lines = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (classifier_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1]
     assert {"train_loss", "val_loss", "val_roc_auc", "val_accuracy"} <= set(lines[0])
 
 
-def test_checkpoint_carries_its_config_and_loads_weights_only(trained_run):
-    raw = torch.load(trained_run / "checkpoint.pt", weights_only=True)
+def test_checkpoint_carries_its_config_and_loads_weights_only(classifier_run):
+    raw = torch.load(classifier_run / "checkpoint.pt", weights_only=True)
     assert raw["config"]["image_size"] == [64, 48] and raw["config"]["arch"] == "mobilenet_v3_small"
-    model, config, checkpoint = load_checkpoint(trained_run / "checkpoint.pt")
+    model, config, checkpoint = load_checkpoint(classifier_run / "checkpoint.pt")
     assert config.image_size == (64, 48)
     assert set(checkpoint["calibration"]) == {"temperature", "low", "high", "warnings"}
 
 
-def test_model_file_is_self_describing(model_path, trained_run):
-    meta = Predictor(model_path).metadata
+def test_model_file_is_self_describing(classifier_model, classifier_run):
+    meta = Predictor(classifier_model).metadata
     assert meta.classes == ("genuine", "counterfeit")
     assert (meta.preprocess.width, meta.preprocess.height) == (64, 48)
     assert meta.train_config["epochs"] == 1
     assert 0 <= meta.thresholds.low <= meta.thresholds.high <= 1
-    checkpoint = torch.load(trained_run / "checkpoint.pt", weights_only=True)
+    checkpoint = torch.load(classifier_run / "checkpoint.pt", weights_only=True)
     assert meta.thresholds.high == checkpoint["calibration"]["high"]
 
 
-def test_version_is_the_content_hash(model_path):
-    proto = onnx.load(str(model_path))
+def test_version_is_the_content_hash(classifier_model):
+    proto = onnx.load(str(classifier_model))
     props = {p.key: p.value for p in proto.metadata_props}
     version = json.loads(props["version"])
     for p in proto.metadata_props:
@@ -59,26 +59,26 @@ def test_version_is_the_content_hash(model_path):
     assert hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:16] == version
 
 
-def test_onnxruntime_equals_torch_on_real_images(trained_run, synth_data, predictor):
-    model, config, checkpoint = load_checkpoint(trained_run / "checkpoint.pt")
+def test_onnxruntime_equals_torch_on_real_images(classifier_run, synth_data, classifier_predictor):
+    model, config, checkpoint = load_checkpoint(classifier_run / "checkpoint.pt")
     metadata = metadata_from_checkpoint(checkpoint, config)
     images, _ = verification_images(list_split(synth_data, "test"), metadata, count=8)
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
-    assert np.abs(predictor.logits(images) - expected).max() <= 1e-4
+    assert np.abs(classifier_predictor.logits(images) - expected).max() <= 1e-4
 
 
-def test_training_and_serving_preprocess_identically(synth_data, predictor):
+def test_training_and_serving_preprocess_identically(synth_data, classifier_predictor):
     """The one-source-of-truth rule: the dataset's tensor is the predictor's array, bit for bit."""
     samples = list_split(synth_data, "val")[:3]
-    dataset = PhotoDataset(samples, predictor.spec)
+    dataset = PhotoDataset(samples, classifier_predictor.spec)
     for index, sample in enumerate(samples):
-        served = preprocess(predictor.load(sample.path.read_bytes()).image, predictor.spec)
+        served = preprocess(classifier_predictor.load(sample.path.read_bytes()).image, classifier_predictor.spec)
         assert np.array_equal(dataset[index][0].numpy(), served)
 
 
-def test_failed_verification_writes_nothing(trained_run, synth_data, tmp_path):
-    model, config, checkpoint = load_checkpoint(trained_run / "checkpoint.pt")
+def test_failed_verification_writes_nothing(classifier_run, synth_data, tmp_path):
+    model, config, checkpoint = load_checkpoint(classifier_run / "checkpoint.pt")
     metadata = metadata_from_checkpoint(checkpoint, config)
     images, _ = verification_images(list_split(synth_data, "val"), metadata, count=2)
     out = tmp_path / "model.onnx"
@@ -158,10 +158,10 @@ def test_ctrl_c_keeps_the_last_completed_epoch(synth_data, tmp_path, monkeypatch
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
-def test_export_compares_calibrated_scores_not_raw_logits(trained_run, synth_data, tmp_path):
+def test_export_compares_calibrated_scores_not_raw_logits(classifier_run, synth_data, tmp_path):
     """Logits in the ten thousands differ between onnxruntime and torch by more than 1e-4 in float32, though every
     calibrated score agrees: the export used to refuse such a model (a real set's fit was lost that way)."""
-    model, config, checkpoint = load_checkpoint(trained_run / "checkpoint.pt")
+    model, config, checkpoint = load_checkpoint(classifier_run / "checkpoint.pt")
     head = model.classifier[-1]
     with torch.no_grad():
         head.weight.mul_(1e7)

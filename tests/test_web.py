@@ -19,10 +19,10 @@ from web_helpers import (
     PHONE,
     REPO,
     TALL_PHONE,
-    Server,
     chromium_path,
     heatmap_png,
     png_size,
+    web_server,
 )
 
 ARTIFACTS = REPO / "artifacts"
@@ -33,13 +33,13 @@ WAIT_MS = 30_000  # two shared CPU cores: scoring can take a while
 
 # ---------------------------------------------------------------- the page as files, no browser
 
-def test_create_app_serves_the_page_and_its_assets(predictor, tmp_path):
+def test_create_app_serves_the_page_and_its_assets(classifier_predictor, tmp_path):
     from fastapi.testclient import TestClient
 
     from inference.api import create_app
     from inference.settings import Settings
 
-    with TestClient(create_app(Settings(data_dir=tmp_path), predictor)) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path), classifier_predictor)) as client:
         page = client.get("/")
         assert page.status_code == 200, "create_app must call inference.web.install_web(app)"
         assert page.headers["content-type"].startswith("text/html")
@@ -70,8 +70,8 @@ def docs_client(predictor, tmp_path):
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_api_docs_load_only_from_the_server(predictor, tmp_path, page):
-    with docs_client(predictor, tmp_path) as client:
+def test_api_docs_load_only_from_the_server(classifier_predictor, tmp_path, page):
+    with docs_client(classifier_predictor, tmp_path) as client:
         answer = client.get(page)  # no key sent
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
         assert not re.search(r"https?://", answer.text), f"{page} loads from the internet (a CDN)"
@@ -117,25 +117,25 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     return found
 
 
-def start_server(model: Path, data_dir: Path, keys: list | None = None) -> Server:
-    server = Server(model, {"COUNTERFEIT_DATA_DIR": str(data_dir), "COUNTERFEIT_API_KEYS": json.dumps(keys or [])})
-    server.wait_ready()
-    return server
+def start_server(model: Path, data_dir: Path, keys: list | None = None):
+    return web_server(model, data_dir, {"COUNTERFEIT_API_KEYS": json.dumps(keys or [])}).wait_ready()
 
 
+# The classifier's model: these tests are about the page, and the photos fixture's products (synth seed 5)
+# are not among those the reference model knows.
 @pytest.fixture(scope="module")
-def open_server(model_path, tmp_path_factory):
-    server = start_server(model_path, tmp_path_factory.mktemp("evidence"))
+def open_server(classifier_model, tmp_path_factory):
+    server = start_server(classifier_model, tmp_path_factory.mktemp("evidence"))
     yield server.url
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def keyed_server(model_path, tmp_path_factory):
+def keyed_server(classifier_model, tmp_path_factory):
     from inference.auth import new_key
 
     key, entry = new_key("inspector-phone-7", "inspector")
-    server = start_server(model_path, tmp_path_factory.mktemp("evidence-keyed"), [entry.model_dump()])
+    server = start_server(classifier_model, tmp_path_factory.mktemp("evidence-keyed"), [entry.model_dump()])
     yield server.url, key
     server.stop()
 

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-REPO = Path(__file__).resolve().parents[1]
+from server_process import REPO, ServerProcess
 
 # Debian's Chromium (apt install chromium); COUNTERFEIT_CHROMIUM points elsewhere. No downloaded
 # browser (`playwright install`): the tests must run on a machine without internet.
@@ -39,47 +34,9 @@ def chromium_path() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`counterfeit serve` in a subprocess on a free port; `url` once /readyz answers 200."""
-
-    def __init__(self, model: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "serve", "--model", str(model), "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-            env={**os.environ, **env},
-        )
-
-    def wait_ready(self, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.stdout.read() if self.process.stdout else ""
+def web_server(model: Path, data_dir: Path, env: dict[str, str]) -> ServerProcess:
+    """`counterfeit serve --model MODEL` with the web page installed (this module run as a script)."""
+    return ServerProcess(["--model", str(model)], data_dir, env, program=(str(Path(__file__).resolve()),))
 
 
 def content_box(model_size: tuple[int, int], photo_size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -114,15 +114,6 @@ def exit_code(result: AuditResult, strict: bool) -> int:
     return 1 if result.errors() or (strict and result.warnings()) else 0
 
 
-def write_report(result: AuditResult, report_dir: Path) -> None:
-    """report_dir/audit.json (result.to_dict()) and report_dir/report.html (tables, duplicate thumbnails)."""
-    from training.audit_report import (
-        write_report as write,  # the HTML side is only needed here
-    )
-
-    write(result, Path(report_dir))
-
-
 def _jsonable(value):
     """numpy scalars -> Python numbers, NaN -> None, so json.dumps gives strict JSON."""
     if isinstance(value, dict):

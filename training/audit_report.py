@@ -35,6 +35,7 @@ figure img { border: 1px solid #999; } .group { margin-bottom: 1.2em; }
 
 def write_report(result: AuditResult, report_dir: Path) -> None:
     """report_dir/audit.json and report_dir/report.html; the folder is created if needed."""
+    report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "audit.json").write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")

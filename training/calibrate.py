@@ -5,39 +5,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from inference.calibration import calibrate, calibration_problems
-from inference.images import ImageError
 from inference.layout import DataError, Sample, list_labelled, resolve_labelled
 from inference.metadata import ModelMetadata
-from inference.align import NotRecognised, Reference
-from inference.predictor import Predictor, Prepared, decode, prepare, stacked
-from inference.preprocess import PreprocessSpec
-from training.export import stamp_metadata
-
-
-def prepared_samples(samples: list[Sample], spec: PreprocessSpec, references: Sequence[Reference] = (),
-                     progress: bool = False) -> tuple[list[Prepared], np.ndarray, int]:
-    """Labelled files decoded and prepared exactly as in serving -> (the prepared photos, their labels, how
-    many show none of a reference model's products: serving answers 'retake' for those, never a score).
-    DataError for a file that is not a readable image."""
-    prepared, labels, not_recognised = [], [], 0
-    for sample in tqdm(samples, desc="prepare", disable=not progress, leave=False):
-        try:
-            prepared.append(prepare(decode(sample.path.read_bytes(), spec).image, spec, references))
-        except ImageError as exc:
-            raise DataError(f"{sample.path}: {exc.message} (remove it, or run `counterfeit data check`)") from exc
-        except NotRecognised:
-            not_recognised += 1
-            continue
-        labels.append(sample.label)
-    return prepared, np.array(labels, np.int64), not_recognised
+from inference.predictor import Predictor, stacked
+from training.prepared import prepared_samples
+from training.stamp import stamp_metadata
 
 
 def labelled_logits(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:

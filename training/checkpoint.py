@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from training.config import TrainConfig
-from training.model import build
+from training.recipes import get_recipe
 
 
 class CheckpointError(ValueError):
@@ -36,28 +36,14 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig, dict]:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]}).") from exc
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"{path} is not a counterfeit-detector checkpoint (no 'model' and 'config' entries).")
-    # Checkpoints from before the reference recipe existed name no recipe: they are all classifiers.
-    config = TrainConfig.from_dict({"recipe": "classifier", **checkpoint["config"]})
-    model = _empty_model(config, checkpoint, path)
+    config = TrainConfig.from_checkpoint(checkpoint["config"])
+    model = get_recipe(config.recipe).empty_model(config, checkpoint, path)  # the architecture, before its weights
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match its config ({config.recipe} recipe, arch {config.arch}): "
                               f"{str(exc)[:300]}") from exc
     return model.eval(), config, checkpoint
-
-
-def _empty_model(config: TrainConfig, checkpoint: dict, path: Path) -> nn.Module:
-    """The architecture the config names, before its weights are loaded."""
-    if config.recipe != "reference":
-        return build(config.arch)
-    from training.reference_model import ReferenceModel
-
-    products = len((checkpoint.get("references") or {}).get("products") or [])
-    if not products:
-        raise CheckpointError(f"{path} is a reference-recipe checkpoint without its product references.")
-    spec = config.preprocess_spec()
-    return ReferenceModel(products, config.image_size, spec.mean, spec.std, pretrained=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from training.recipes import DEFAULT_RECIPE, get_recipe
 
 # reference: register each photo to its product's genuine reference and compare it location by location
-# with the registered genuines (training/reference.py): no epochs. classifier: a CNN trained end to end on
-# the whole frame (training/train.py); it stays at chance on packaging photos (README, "Model quality").
-RECIPES = ("reference", "classifier")
-DEFAULT_IMAGE_SIZE = {"reference": (640, 480), "classifier": (320, 240)}  # width, height (pixels)
+# with the registered genuines (training/recipes/reference/): no epochs. classifier: a CNN trained end to
+# end on the whole frame (training/recipes/classifier/); it stays at chance on packaging photos (README,
+# "Model quality"). Each recipe's name, defaults and own fields: training/recipes/__init__.py.
+# Checkpoints from before the reference recipe existed name no recipe: they are all classifiers.
+UNNAMED_RECIPE = "classifier"
 OPTIMIZERS = ("adamw", "sgd")
 # Architectures offered: small enough to train on a CPU; each ends in one nn.Linear head.
 ARCHS = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50", "efficientnet_b0")
@@ -24,13 +26,13 @@ class TrainConfig:
     data: str = ""  # DATA root holding train/ and val/ (and optionally test/)
     out: str = ""  # RUN folder
     name: str = ""  # model name written into the model file; default: the RUN folder's name
-    recipe: str = "reference"  # reference | classifier; the fields arch..label_smoothing are the classifier's
+    recipe: str = DEFAULT_RECIPE  # reference | classifier; the fields only one reads: its options (training/recipes/)
     arch: str = "mobilenet_v3_small"
     weights: str = "none"  # none | PATH to a local state_dict | a torchvision weights name (needs internet)
     epochs: int = 10
     patience: int = 0  # early stopping: stop after this many epochs without val improvement; 0 = off
     image_size: tuple[int, int] | None = None  # model input width, height (pixels); the frame is letterboxed.
-    # None: DEFAULT_IMAGE_SIZE of the recipe (640x480 keeps lettering a few pixels high; 320x240)
+    # None: the recipe's default_image_size (640x480 keeps lettering a few pixels high; 320x240)
     batch_size: int = 16
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -45,9 +47,8 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # free-form notes carried along (e.g. the data audit)
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"Invalid recipe {self.recipe!r}. Only {', '.join(RECIPES)} are supported.")
-        self.image_size = tuple(int(v) for v in (self.image_size or DEFAULT_IMAGE_SIZE[self.recipe]))
+        recipe = get_recipe(self.recipe)  # ValueError for an unknown name
+        self.image_size = tuple(int(v) for v in (self.image_size or recipe.default_image_size))
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         self.validate()
@@ -65,9 +66,14 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         self.preprocess_spec()  # validates the image size
-        if self.recipe == "reference" and any(side % 16 for side in self.image_size):
-            raise ValueError(f"The reference recipe needs an image size divisible by 16 (its 2x2 pixel and 8x8 "
-                             f"feature cells); got {self.image_size[0]}x{self.image_size[1]}, e.g. use 640x480.")
+        self._check_image_divisor()
+
+    def _check_image_divisor(self) -> None:
+        recipe = get_recipe(self.recipe)
+        if any(side % recipe.image_divisor for side in self.image_size):
+            raise ValueError(f"The {recipe.name} recipe needs an image size divisible by {recipe.image_divisor} "
+                             f"({recipe.image_divisor_why}); got {self.image_size[0]}x{self.image_size[1]}, "
+                             f"e.g. use {recipe.default_size_text}.")
 
     def preprocess_spec(self) -> PreprocessSpec:
         width, height = self.image_size
@@ -84,6 +90,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"Unknown config keys: {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}.")
         return cls(**values)
+
+    @classmethod
+    def from_checkpoint(cls, values: dict) -> TrainConfig:
+        """The config a checkpoint carries (its "config" entry)."""
+        return cls.from_dict({"recipe": UNNAMED_RECIPE, **values})
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,10 @@ from inference.classes import CLASSES
 from inference.images import ImageError
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
-from inference.onnx_wire import content_version
 from inference.predictor import (
     EMBEDDING_NAME,
     HEATMAP_NAME,
-    INPUT_NAME,
     LOGITS_NAME,
-    PRODUCT_NAME,
     Predictor,
     decode,
     prepare,
@@ -36,8 +32,10 @@ from inference.predictor import (
     stacked,
 )
 from training.checkpoint import load_checkpoint
+from training.config import UNNAMED_RECIPE
 from training.data import PhotoDataset
-from training.model import WithHeatmap
+from training.recipes import get_recipe
+from training.stamp import stamp_metadata
 
 OPSET = 17
 # max |onnxruntime - torch| on the calibrated scores (0..1), what a verdict is made of. Not on the logits:
@@ -70,12 +68,11 @@ def export(model: nn.Module, metadata: ModelMetadata, out: Path, images: np.ndar
 
 
 def _graph(model: nn.Module, metadata: ModelMetadata) -> tuple[nn.Module, tuple, list[str]]:
-    """(module whose outputs are logits, heatmap, embedding; example inputs; input names)."""
+    """(module whose outputs are logits, heatmap, embedding; example inputs; input names), as the model's
+    recipe exports it."""
     spec = metadata.preprocess
-    image = torch.zeros(1, 3, spec.height, spec.width)
-    if metadata.references:
-        return model, (image, torch.zeros(1, dtype=torch.int64)), [INPUT_NAME, PRODUCT_NAME]
-    return WithHeatmap(model).eval(), (image,), [INPUT_NAME]
+    recipe = get_recipe(metadata.train_config.get("recipe", UNNAMED_RECIPE))
+    return recipe.export_graph(model, torch.zeros(1, 3, spec.height, spec.width))
 
 
 def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
@@ -91,22 +88,6 @@ def _trace(model: nn.Module, metadata: ModelMetadata) -> bytes:
             dynamic_axes={name: {0: "batch"} for name in names}, opset_version=OPSET, dynamo=False,
         )
     return buffer.getvalue()
-
-
-def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> ModelMetadata:
-    """Write the metadata; its version is the content hash of the model serialised with an empty version,
-    computed by the very function the Predictor checks it with (inference.onnx_wire.content_version)."""
-    _set_props(proto, replace(metadata, version="").to_props())
-    version = content_version(proto.SerializeToString())
-    metadata = replace(metadata, version=version)
-    _set_props(proto, metadata.to_props())
-    return metadata
-
-
-def _set_props(proto: onnx.ModelProto, props: dict[str, str]) -> None:
-    del proto.metadata_props[:]
-    for key, value in sorted(props.items()):
-        proto.metadata_props.add(key=key, value=value)
 
 
 def _check_parity(model: nn.Module, path: Path, images: np.ndarray, products: np.ndarray | None,

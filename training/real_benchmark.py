@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
+from inference.classes import CLASSES, COUNTERFEIT, GENUINE
 from training.edits import EDITS, KINDS, package_region
 from training.synth import with_progress
 
@@ -118,20 +119,20 @@ class _Writer:
     def copy(self, path: Path, split: str, product: str, name: str) -> None:
         """Train genuines byte for byte; val and test genuines decoded and saved once more, exactly as the
         counterfeits beside them are (encode_like), so that one more JPEG generation is no cue to a verdict."""
-        target = self.root / split / "genuine" / product / name
+        target = self.root / split / GENUINE / product / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if split == "train":
             shutil.copyfile(path, target)
         else:
             with Image.open(path) as source:
                 target.write_bytes(encode_like(source.convert("RGB"), source))
-        self._row(target, split, "genuine", product, "", path, "")
+        self._row(target, split, GENUINE, product, "", path, "")
 
     def edited(self, data: bytes, split: str, product: str, name: str, kind: str, path: Path, method: str) -> None:
-        target = self.root / split / "counterfeit" / product / name
+        target = self.root / split / COUNTERFEIT / product / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        self._row(target, split, "counterfeit", product, kind, path, method)
+        self._row(target, split, COUNTERFEIT, product, kind, path, method)
 
     def _row(self, target, split, label, product, kind, path, method) -> None:
         self.rows.append({"path": target.relative_to(self.root).as_posix(), "split": split, "label": label,
@@ -194,7 +195,7 @@ def build(src: str | Path, out: str | Path, seed: int = 0, products: Sequence[st
     shutil.rmtree(partial, ignore_errors=True)
     try:
         writer = _Writer(partial, root)
-        (partial / "train" / "counterfeit").mkdir(parents=True)
+        (partial / "train" / COUNTERFEIT).mkdir(parents=True)
         products_planned = with_progress(plan, progress, f"real benchmark {out.name}", unit="product")
         for product, category, train, pool, test in products_planned:
             artwork = _artwork(root, category, product)
@@ -232,8 +233,8 @@ def build(src: str | Path, out: str | Path, seed: int = 0, products: Sequence[st
 def _check_sources(rows: list[dict]) -> None:
     """The promise of the benchmark: an edited photo's source is never a genuine, and no genuine is
     copied twice."""
-    genuine = Counter(r["source"] for r in rows if r["label"] == "genuine")
-    edited = {r["source"] for r in rows if r["label"] == "counterfeit"}
+    genuine = Counter(r["source"] for r in rows if r["label"] == GENUINE)
+    edited = {r["source"] for r in rows if r["label"] == COUNTERFEIT}
     if any(count > 1 for count in genuine.values()) or edited & set(genuine):
         raise RuntimeError("a source photo was used twice")  # a bug in the plan above, never the data's fault
 
@@ -246,7 +247,7 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def _summary(out: Path, seed: int, rows: list[dict], licence: bool) -> dict:
-    counts = {split: {"genuine": 0, "counterfeit": 0} for split in SPLITS}
+    counts = {split: {label: 0 for label in CLASSES} for split in SPLITS}
     kinds = {split: {kind: 0 for kind in KINDS} for split in SPLITS}
     for row in rows:
         counts[row["split"]][row["label"]] += 1
@@ -254,7 +255,7 @@ def _summary(out: Path, seed: int, rows: list[dict], licence: bool) -> dict:
             kinds[row["split"]][row["kind"]] += 1
     sources = {}
     for row in rows:
-        if row["label"] == "counterfeit":
+        if row["label"] == COUNTERFEIT:
             sources[row["source"]] = row["region_method"]
     return {"out": str(out), "seed": seed, "products": sorted({r["product"] for r in rows}), "counts": counts,
             "kinds": kinds, "region_methods": dict(sorted(Counter(sources.values()).items())),
@@ -263,7 +264,7 @@ def _summary(out: Path, seed: int, rows: list[dict], licence: bool) -> dict:
 
 def _readme(summary: dict) -> str:
     counts = summary["counts"]
-    table = "\n".join(f"| {split} | {counts[split]['genuine']} | {counts[split]['counterfeit']} |" for split in SPLITS)
+    table = "\n".join(f"| {split} | {counts[split][GENUINE]} | {counts[split][COUNTERFEIT]} |" for split in SPLITS)
     methods = ", ".join(f"{name} {count}" for name, count in summary["region_methods"].items())
     return f"""# Real-photo benchmark: grocery packages
 

@@ -1,6 +1,8 @@
-"""Training: train_one_epoch / evaluate / fit, in the style of torchvision's classification reference.
+"""Training: fit() fits the config's recipe (training/recipes/); the epoch loop of a recipe trained by
+gradient descent (train_one_epoch / evaluate / fit_epochs) in the style of torchvision's classification
+reference.
 
-fit() keeps the best epoch on val (ROC-AUC, then loss), calibrates it on val, saves it atomically as
+fit_epochs() keeps the best epoch on val (ROC-AUC, then loss), calibrates it on val, saves it atomically as
 RUN/checkpoint.pt (RUN/last.pt is the latest epoch), logs RUN/metrics.jsonl and exports RUN/model.onnx.
 """
 
@@ -11,6 +13,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from training.checkpoint import save_checkpoint, unwrap
 from training.config import TrainConfig
 from training.data import PhotoDataset, list_split, train_augmentation
 from training.export import export_checkpoint
-from training.model import build, load_weights
+from training.recipes import get_recipe
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -126,19 +129,6 @@ def make_loaders(config: TrainConfig, generator: torch.Generator, process: distr
     return train_loader, val_loader
 
 
-def make_loop(config: TrainConfig, process: distributed.Process, progress: bool) -> Loop:
-    generator = seed_everything(config.seed)
-    model = build(config.arch)
-    load_weights(model, config.arch, config.weights)  # before decoding data: fail fast on bad weights
-    model = distributed.wrap(model.to(process.device), process)
-    train_loader, val_loader = make_loaders(config, generator, process, progress)
-    weights = class_weights(train_loader.dataset.labels()).to(process.device)
-    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
-    optimizer = make_optimizer(config, model)
-    scheduler = cosine_schedule(optimizer, config.epochs)
-    return Loop(model, criterion, optimizer, scheduler, train_loader, val_loader, generator, process)
-
-
 def cosine_schedule(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Cosine decay from the base lr to 0 over `epochs`, stepped once per epoch.
 
@@ -157,13 +147,14 @@ def is_better(metrics: dict, best: dict | None) -> bool:
 
 
 def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dict:
-    """Train, keep the best epoch, export. With resume, continue RUN/last.pt. Raises ValueError on bad input."""
-    if config.recipe == "reference":
-        from training.reference import fit_reference  # no epochs: nothing to resume or distribute
+    """Fit the config's recipe and export RUN/model.onnx; with resume, continue RUN/last.pt.
+    -> {"best": val metrics, "model": path, "version", "warnings"}. Raises ValueError on bad input."""
+    return get_recipe(config.recipe).fit(config, progress=progress, resume=resume)
 
-        if resume:
-            raise ValueError("The reference recipe has no epochs to resume: run it again (a few minutes).")
-        return fit_reference(config, progress)
+
+def fit_epochs(config: TrainConfig, make_loop: Callable[[TrainConfig, distributed.Process, bool], Loop],
+               progress: bool = True, resume: bool = False) -> dict:
+    """Train the Loop that make_loop(config, process, progress) builds, keep the best epoch, export."""
     process = distributed.setup(config.device)
     progress = progress and process.is_main
     out = Path(config.out)
@@ -201,7 +192,7 @@ def resume_config(run: Path, epochs: int | None = None) -> TrainConfig:
     values = torch.load(last, map_location="cpu", weights_only=True)["config"]
     if epochs is not None:
         values["epochs"] = epochs
-    return TrainConfig.from_dict({"recipe": "classifier", **values, "out": str(run)})  # older runs name none
+    return TrainConfig.from_checkpoint({**values, "out": str(run)})
 
 
 def restore_run(loop: Loop, last: Path) -> tuple[int, dict | None]:

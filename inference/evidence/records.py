@@ -6,10 +6,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Literal
+
+# The verdicts and outcome labels a record may hold are the shared vocabulary's (imported here for the
+# store's checks, inference.evidence.fields).
+from inference.classes import OUTCOME_LABELS, VERDICTS  # noqa: F401
 
 KINDS = ("inspection", "screening")
-VERDICTS = ("genuine", "counterfeit", "inconclusive", "retake")
-OUTCOME_LABELS = ("genuine", "counterfeit", "unknown")
+RecordKind = Literal["inspection", "screening"]  # = KINDS, for the API's query parameter
 PROBLEMS = ("altered", "removed", "image_changed", "image_missing")
 # What verify does not check, and why that is acceptable: said in every report.
 NOT_COVERED = ("embeddings and similarity fingerprints (perceptual hashes, thumbnails): derived data, recomputable "
@@ -27,7 +31,7 @@ class Outcome:
     id: str
     record_id: str
     created_at: str
-    label: str  # genuine | counterfeit | unknown
+    label: str  # one of OUTCOME_LABELS
     note: str | None
     subject: str  # who recorded it (Principal.subject)
     prev_hash: str = ""
@@ -41,7 +45,7 @@ class Record:
     seq: int  # position in the chain, shared with outcomes
     id: str  # sortable: 48-bit milliseconds then 80 random bits, Crockford base32 (ULID layout)
     created_at: str  # UTC, ISO 8601, fixed width: sorts as text
-    kind: str  # inspection | screening
+    kind: str  # one of KINDS
     external_id: str | None  # the caller's listing or seller id (screenings)
     subject: str
     location: str | None

@@ -1,5 +1,5 @@
-"""Model factory: a torchvision classifier with a 2-class head, and weight loading that says what
-did not fit."""
+"""The classifier recipe's model: a torchvision classifier with a 2-class head, weight loading that says
+what did not fit, and the graph it is exported as (logits, heatmap and embedding in one)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 from inference.classes import CLASSES
-from training.config import ARCHS
+from inference.predictor import INPUT_NAME
+from training.config import ARCHS, TrainConfig
 
 
 class WeightsError(ValueError):
@@ -54,6 +55,16 @@ class WithHeatmap(nn.Module):
         per_location = self.head(feature_map.permute(0, 2, 3, 1))  # (N, h, w, classes)
         embedding = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return self.head(pooled), per_location[..., 1] - per_location[..., 0], embedding
+
+
+def empty_model(config: TrainConfig, checkpoint: dict, path: Path) -> nn.Module:
+    """The architecture a checkpoint's config names, before its weights are loaded."""
+    return build(config.arch)
+
+
+def export_graph(model: nn.Module, image: torch.Tensor) -> tuple[nn.Module, tuple, list[str]]:
+    """(module to export, example inputs, input names): the classifier reads the image alone."""
+    return WithHeatmap(model).eval(), (image,), [INPUT_NAME]
 
 
 def head_name(model: nn.Module) -> str:

@@ -8,25 +8,30 @@ int64. Outputs, as the classifier's: `logits` (N, 2), `heatmap` (N, H/8, W/8), `
 Per product it holds statistics of the registered train genuines (no counterfeit is needed to fit them):
 - the per-location mean and spread of frozen Lite0 features and of 2x2-averaged pixels;
 - where the print is steady (`gain_mask`, `scored`) and its average colour there (`light`);
-- for the colour check (training/photometric.py): the genuine print (`template`), where the light is
+- for the colour check (photometric.py): the genuine print (`template`), where the light is
   fitted (`print_mask`), where the residual is read (`colour_scored`) and the genuines' spread of its
   window means (`window_spread`).
 For features and pixels a photo is first brought to the genuines' light level (a per-channel gain, read
 on the steady print); the colour check fits the photo's light itself. The hue check compares the
-photo's hue histogram over the print with the genuines' (`hue_reference`, training/hue.py). The photo's
+photo's hue histogram over the print with the genuines' (`hue_reference`, hue.py). The photo's
 score is the largest squared z-score of each of the three maps and the hue distance, each standardised on
 the val genuines (log scale) and fused by max; `scale`/`shift` map it to a logit.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.hue import HUE_BINS, bin_directions, hue_distance, hue_histogram
-from training.lite0 import FEATURE_CHANNELS, STRIDE, Lite0Features
-from training.photometric import fit_residual, light_basis, window_z
+from inference.predictor import INPUT_NAME, PRODUCT_NAME
+from training.checkpoint import CheckpointError
+from training.config import TrainConfig
+from training.recipes.reference.hue import HUE_BINS, bin_directions, hue_distance, hue_histogram
+from training.recipes.reference.lite0 import FEATURE_CHANNELS, STRIDE, Lite0Features
+from training.recipes.reference.photometric import fit_residual, light_basis, window_z
 
 PIXEL_POOL = 2  # pixel statistics on 2x2 means: a one-pixel registration error matters less
 FEATURE_EPS = 1e-3  # added to feature spreads (units of Lite0 activations)
@@ -77,7 +82,7 @@ class ReferenceModel(nn.Module):
                             self.light_basis)
 
     def hue_histogram(self, pixels: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
-        """(N, HUE_BINS): the hues of the 2x2-averaged pixels over the product's print (training/hue.py)."""
+        """(N, HUE_BINS): the hues of the 2x2-averaged pixels over the product's print (hue.py)."""
         return hue_histogram(pixels, self.print_mask[product].float(), self.hue_directions)
 
     def z_maps(self, image: torch.Tensor, product: torch.Tensor):
@@ -120,3 +125,17 @@ class ReferenceModel(nn.Module):
 def _raw(maps: list[torch.Tensor], hue: torch.Tensor) -> torch.Tensor:
     peaks = torch.stack([*(z.flatten(1).amax(1) for z in maps), hue], 1)
     return torch.log(peaks.clamp_min(1e-6))
+
+
+def empty_model(config: TrainConfig, checkpoint: dict, path: Path) -> ReferenceModel:
+    """The model a checkpoint's config and product references describe, before its weights are loaded."""
+    products = len((checkpoint.get("references") or {}).get("products") or [])
+    if not products:
+        raise CheckpointError(f"{path} is a reference-recipe checkpoint without its product references.")
+    spec = config.preprocess_spec()
+    return ReferenceModel(products, config.image_size, spec.mean, spec.std, pretrained=False)
+
+
+def export_graph(model: ReferenceModel, image: torch.Tensor) -> tuple[nn.Module, tuple, list[str]]:
+    """(module to export, example inputs, input names): the registered photo and its product's index."""
+    return model, (image, torch.zeros(1, dtype=torch.int64)), [INPUT_NAME, PRODUCT_NAME]

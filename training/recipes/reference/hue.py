@@ -1,7 +1,7 @@
 """The hue check of the reference model: does the print carry the genuine print's inks?
 
 A counterfeit printed with one ink in another hue keeps every shape where it belongs, and a light fit
-(training/photometric.py) can absorb much of the change: a smooth light field times the print explains a
+(photometric.py) can absorb much of the change: a smooth light field times the print explains a
 photo whose main ink moved by 20 degrees nearly as well as a warm white balance does. The distribution of
 hues over the print does not move with light level, shading or glare (glare only lowers the chroma that
 weights it), so each photo's hue histogram over the product's print is compared with the genuines' mean
