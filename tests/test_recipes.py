@@ -120,3 +120,11 @@ def test_recipe_entries_are_complete():
         recipe = get_recipe(name)
         assert isinstance(recipe, Recipe) and recipe.name == name and recipe.help
         assert all(callable(f) for f in (recipe.fit, recipe.empty_model, recipe.export_graph))
+
+
+def test_the_reference_recipes_image_rule_is_the_one_its_model_checks():
+    # The registry states the rule for the CLI and the config; the model checks it where the rule comes
+    # from (8x8 feature cells of 2x2-pooled pixels). Both must name the same number.
+    from training.recipes.reference.model import PIXEL_POOL, STRIDE
+
+    assert recipes.get_recipe("reference").image_divisor == STRIDE * PIXEL_POOL
