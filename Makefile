@@ -18,7 +18,7 @@ DEMO_RUN  := runs/demo
 
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
-	@echo "make test         install everything (torch included) and run the tests"
+	@echo "make test         install everything (torch included), lint (ruff) and run the tests"
 	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load, memory"
 	@echo "make bench-real   the default recipe on real photos (../shared/real, when present): about 40 min"
 	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
@@ -54,6 +54,7 @@ run: install
 	$(BIN)/counterfeit serve $(strip $(SERVE_ARGS))
 
 test: install-dev browser
+	$(BIN)/ruff check .
 	$(PY) -m pytest -q
 
 bench: install-dev

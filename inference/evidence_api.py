@@ -18,8 +18,8 @@ from inference.auth import AdminDep, InspectorDep, Principal, require
 from inference.classes import OutcomeLabel, Verdict
 from inference.errors import ApiError
 from inference.evidence import EvidenceStore, Record
-from inference.evidence.records import RecordKind
 from inference.evidence.heads import head_line
+from inference.evidence.records import RecordKind
 from inference.schemas import PlainText, error_responses
 
 router = APIRouter(tags=["evidence"])

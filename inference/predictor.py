@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
 from inference.align import Reference, align, to_photo
+from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE
 from inference.images import Limits, LoadedImage, load_image
 from inference.metadata import ModelFileError, ModelMetadata, Thresholds
 from inference.onnx_wire import WireError, content_version, external_tensors

@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from inference.classes import CLASSES, COUNTERFEIT, GENUINE, INCONCLUSIVE, RETAKE
 from inference.images import ImageError, Limits, load_image
 from inference.layout import Sample
-from inference.metrics import roc_auc, share as true_share
+from inference.metrics import roc_auc
+from inference.metrics import share as true_share
 from inference.predictor import Predictor, Prepared, stacked
 from inference.quality import QualityThresholds
 from inference.service import decode_and_prepare  # the service's own decode -> quality gate -> registration

@@ -10,7 +10,6 @@ from pydantic import AfterValidator, BaseModel, Field
 from inference.classes import COUNTERFEIT, Verdict
 from inference.quality import NOT_RECOGNISED, REASONS
 
-
 # Control characters other than tab, line feed and carriage return: NUL breaks storage (PostgreSQL refuses
 # it in text), the others forge lines in logs and exports. One rule for every text field a caller sends.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -15,13 +15,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from inference.align import NotRecognised
 from inference.batching import Batcher
 from inference.classes import RETAKE
 from inference.errors import ApiError
 from inference.evidence import EvidenceStore, inspection_fields, screening_fields
 from inference.images import ImageError, LoadedImage, decode_cost
 from inference.metadata import ModelFileError
-from inference.align import NotRecognised
 from inference.pixel_budget import BudgetBusy, shared_budget
 from inference.predictor import Predictor, Prepared, decoded_size
 from inference.quality import QualityReport, check, not_recognised

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
+
 from server_process import free_port
 
 ENV_URL = "COUNTERFEIT_TEST_DATABASE_URL"

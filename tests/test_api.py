@@ -4,11 +4,12 @@ import hashlib
 import io
 
 import pytest
-from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS, image_bytes
 from fastapi.testclient import TestClient
 
 from inference.api import create_app, get_settings
 from inference.settings import Settings
+
+from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS, image_bytes
 
 
 @pytest.fixture

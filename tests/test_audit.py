@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import image_bytes
 from PIL import Image
 
+from inference import phash
 from inference.layout import DataError
 from training import audit as audit_module
-from inference import phash
 from training.audit import AuditResult, Finding, audit, exit_code
 from training.audit_report import write_report
 from training.synth import jpeg_bytes
+
+from conftest import image_bytes
 
 
 def jpegs(root: Path, split: str, label: str) -> list[Path]:

@@ -5,9 +5,10 @@ import signal
 import threading
 
 import httpx
-from server_process import ServerProcess
 
 from inference.evidence import open_store
+
+from server_process import ServerProcess
 
 BURST = 1000  # inspections the clients try to send
 KILL_AFTER = 150  # acknowledged answers before the server is killed

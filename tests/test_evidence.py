@@ -21,14 +21,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evidence_backends import GPS, fresh_schema, jpeg_with_metadata, reencoded, synth_photo
-from inference.evidence import (EvidenceStore, ForeignHead, InvalidInput, NotFound, OriginalChanged, SchemaTooNew,
-                                StoreUnavailable, heads, inspection_fields, open_store, screening_fields)
+from inference.evidence import (
+    EvidenceStore,
+    ForeignHead,
+    InvalidInput,
+    NotFound,
+    OriginalChanged,
+    SchemaTooNew,
+    StoreUnavailable,
+    heads,
+    inspection_fields,
+    open_store,
+    screening_fields,
+)
 from inference.evidence import store as store_module
 from inference.evidence.chain import entry_hash
 from inference.evidence.migrations import MIGRATIONS
 from inference.evidence.records import new_id
 from inference.images import ImageError
+
+from evidence_backends import GPS, fresh_schema, jpeg_with_metadata, reencoded, synth_photo
 
 REPO = Path(__file__).resolve().parents[1]
 QUALITY = {"ok": True, "reasons": [], "message": "Looks good.", "measures": {"sharpness": 812.5, "brightness": 0.48}}

@@ -3,14 +3,15 @@
 import io
 
 import pytest
-from conftest import TINY_PHOTO_SETTINGS
-from evidence_backends import GPS, jpeg_with_metadata, reencoded
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from inference.api import create_app
 from inference.auth import new_key
 from inference.settings import Settings
+
+from conftest import TINY_PHOTO_SETTINGS
+from evidence_backends import GPS, jpeg_with_metadata, reencoded
 
 
 @pytest.fixture

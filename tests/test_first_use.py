@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from server_process import REPO, ServerProcess, free_port
 
 SAMPLES = REPO / "inference" / "demo" / "samples"

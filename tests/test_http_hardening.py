@@ -9,15 +9,16 @@ import time
 
 import pytest
 import uvicorn
-from conftest import TINY_PHOTO_SETTINGS, image_bytes
 from fastapi.testclient import TestClient
-from server_process import free_port
 
 import inference.api as api
 from inference.api import create_app
 from inference.auth import new_key
 from inference.server import server_config
 from inference.settings import Settings
+
+from conftest import TINY_PHOTO_SETTINGS, image_bytes
+from server_process import free_port
 
 ROLES = ("inspector", "screener", "admin")
 INT64_MAX = 2**63 - 1

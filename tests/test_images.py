@@ -5,11 +5,12 @@ import io
 
 import numpy as np
 import pytest
-from conftest import image_bytes
 from PIL import Image
 
 from inference import images
 from inference.images import ImageError, Limits, heif_available, load_image, sniff_format
+
+from conftest import image_bytes
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])

@@ -9,7 +9,6 @@ import weakref
 
 import numpy as np
 import pytest
-from conftest import TINY_PHOTO_SETTINGS, image_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -20,6 +19,8 @@ from inference.images import ImageError, decode_cost, load_image
 from inference.pixel_budget import BudgetBusy, OverBudget, PixelBudget, shared_budget
 from inference.predictor import Prepared
 from inference.settings import Settings
+
+from conftest import TINY_PHOTO_SETTINGS, image_bytes
 
 MB = 1024 * 1024
 

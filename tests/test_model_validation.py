@@ -10,7 +10,6 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
-from conftest import DEMO_MODEL, TINY_PHOTO_SETTINGS, image_bytes, model_folder
 from fastapi.testclient import TestClient
 from onnx import numpy_helper
 
@@ -22,6 +21,8 @@ from inference.onnx_wire import TENSOR_PATHS, WireError, content_version, extern
 from inference.predictor import Predictor
 from inference.settings import Settings
 from training.stamp import stamp_metadata
+
+from conftest import DEMO_MODEL, TINY_PHOTO_SETTINGS, image_bytes, model_folder
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ are accepted (tests/test_http_hardening.py).
 
 import pytest
 import schemathesis
-from conftest import TINY_PHOTO_SETTINGS, image_bytes
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -34,6 +33,8 @@ from schemathesis.specs.openapi.checks import (
 from inference.api import create_app
 from inference.auth import new_key
 from inference.settings import Settings
+
+from conftest import TINY_PHOTO_SETTINGS, image_bytes
 
 EXAMPLES_PER_OPERATION = 40
 CHECKS = [

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import REFERENCE_SIZE
 from PIL import Image, ImageDraw
 
 from inference.align import NotRecognised, Reference, align, references_from_json, references_to_json
@@ -17,6 +16,8 @@ from inference.layout import list_split
 from inference.metadata import ModelFileError
 from inference.predictor import Predictor, stacked
 from inference.screen import screen_files
+
+from conftest import REFERENCE_SIZE
 
 
 def photo(path) -> Image.Image:
@@ -225,10 +226,10 @@ def test_the_model_card_describes_the_reference_recipe(reference_data, reference
 
 
 def test_the_fit_is_deterministic(reference_data, reference_run, tmp_path):
+    import torch
+
     from training.config import TrainConfig
     from training.train import fit
-
-    import torch
 
     fit(TrainConfig(data=str(reference_data), out=str(tmp_path / "again"), image_size=REFERENCE_SIZE), progress=False)
     first, again = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (reference_run[0], tmp_path / "again"))

@@ -15,9 +15,16 @@ from PIL import Image
 
 from inference.evaluate import evaluate_folder, summarize, write_report
 from inference.metadata import Thresholds
-from inference.metrics import (average_precision, curve_area, expected_calibration_error, precision_recall_curve,
-                               reliability_bins, roc_auc, roc_curve)
-from inference.report import FIG_SIZE, DPI, PLOTS, write_html_report
+from inference.metrics import (
+    average_precision,
+    curve_area,
+    expected_calibration_error,
+    precision_recall_curve,
+    reliability_bins,
+    roc_auc,
+    roc_curve,
+)
+from inference.report import DPI, FIG_SIZE, PLOTS, write_html_report
 
 THRESHOLDS = {"low": 0.3, "high": 0.7}
 

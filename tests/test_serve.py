@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+
 from conftest import DEMO_MODEL
 from server_process import ServerProcess
 

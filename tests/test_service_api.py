@@ -5,13 +5,14 @@ import io
 import json
 
 import pytest
-from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
 from inference.api import create_app
 from inference.auth import new_key
 from inference.settings import Settings
+
+from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS
 
 
 @pytest.fixture

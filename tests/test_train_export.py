@@ -10,7 +10,6 @@ import onnx
 import pytest
 import torch
 import torchvision
-from conftest import ctrl_c_in_epoch
 
 from inference.layout import DataError, list_split
 from inference.metadata import ModelMetadata
@@ -21,6 +20,8 @@ from training.config import TrainConfig
 from training.data import PhotoDataset
 from training.export import ExportError, export, metadata_from_checkpoint, verification_images
 from training.recipes.classifier.model import WeightsError, build, load_weights
+
+from conftest import ctrl_c_in_epoch
 
 
 def test_run_folder_is_complete(classifier_run):

@@ -6,10 +6,11 @@ import sys
 
 import pytest
 import torch
-from conftest import ctrl_c_in_epoch
 
 from training.config import TrainConfig
 from training.train import fit, resume_config
+
+from conftest import ctrl_c_in_epoch
 
 TINY = {"recipe": "classifier", "image_size": (64, 48), "batch_size": 8}
 

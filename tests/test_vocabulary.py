@@ -10,8 +10,18 @@ import numpy as np
 import pytest
 
 from inference import classes
-from inference.classes import (CLASSES, COUNTERFEIT, GENUINE, INCONCLUSIVE, OUTCOME_LABELS, RETAKE, SCORED_VERDICTS,
-                               VERDICTS, OutcomeLabel, Verdict)
+from inference.classes import (
+    CLASSES,
+    COUNTERFEIT,
+    GENUINE,
+    INCONCLUSIVE,
+    OUTCOME_LABELS,
+    RETAKE,
+    SCORED_VERDICTS,
+    VERDICTS,
+    OutcomeLabel,
+    Verdict,
+)
 from inference.evidence import records
 from inference.metadata import Thresholds
 from inference.metrics import decision_metrics

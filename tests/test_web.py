@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from web_helpers import (
     CHROMIUM_ARGS,
     DESKTOP,
@@ -102,9 +103,9 @@ def browser():
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
     """640x480 synth photos, as a phone would send (so the default quality gate applies)."""
-    from training.synth import write_dataset
-
     from PIL import Image, ImageFilter
+
+    from training.synth import write_dataset
 
     root = tmp_path_factory.mktemp("web-photos")
     write_dataset(root, seed=5, products=1, n_train=2, n_val=2, n_test=2, progress=False)

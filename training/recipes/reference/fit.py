@@ -35,8 +35,8 @@ from inference.align import (
     references_to_json,
     warp,
 )
-from inference.classes import COUNTERFEIT
 from inference.calibration import calibrate, calibration_problems
+from inference.classes import COUNTERFEIT
 from inference.layout import DataError, Sample, list_split
 from inference.metrics import roc_auc
 from inference.predictor import Prepared, decode, softmax_scores, stacked
