@@ -1,4 +1,4 @@
-"""Benchmark: `training.audit.audit()` throughput on N distinct 640x480 JPEG photos (default 10,000).
+"""Benchmark: `datatools.audit.audit()` throughput on N distinct 640x480 JPEG photos (default 10,000).
 
 Rendering 10,000 synth photos would take minutes, so a handful are rendered once and every file is one
 of them blended with its own random smooth colour field and re-encoded at its own JPEG quality: distinct
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from datatools.audit import audit
+from datatools.synth import jpeg_bytes, write_dataset
 from inference.classes import CLASSES
-from training.audit import audit
-from training.synth import jpeg_bytes, write_dataset
 
 FRAME = (640, 480)
 BASE_PHOTOS = 20

@@ -30,8 +30,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from inference.settings import DEMO_MODEL
-from training.synth import jpeg_bytes, make_product_design, photograph, render_artwork
+from api.settings import DEMO_MODEL
+from datatools.synth import jpeg_bytes, make_product_design, photograph, render_artwork
 
 sys.path.insert(0, str(Path(__file__).parent))
 from server import free_port, start_server  # noqa: E402  (bench scripts are run as files, not as a package)

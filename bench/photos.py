@@ -26,10 +26,10 @@ import time
 import numpy as np
 from PIL import Image
 
+from api.settings import DEMO_MODEL
+from datatools.synth import jpeg_bytes, make_product_design, photograph, render_artwork
 from inference.predictor import Predictor, stacked
 from inference.quality import check
-from inference.settings import DEMO_MODEL
-from training.synth import jpeg_bytes, make_product_design, photograph, render_artwork
 
 PHONE_SIZE = (4000, 3000)
 PHONE_NOISE = 2.0  # luma noise (8-bit levels) of a denoised phone photo at full resolution

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datatools.synth import write_dataset
 from inference.layout import list_split
 from inference.predictor import MAX_BATCH, Predictor
 from training.config import TrainConfig
 from training.export import export, metadata_from_checkpoint, verification_images
 from training.recipes.classifier.model import build
-from training.synth import write_dataset
 
 
 def images_per_second(run, batch: np.ndarray, min_seconds: float) -> float:

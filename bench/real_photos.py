@@ -2,11 +2,11 @@
 
 1. `counterfeit data real` builds a DATA folder from the real photos of the known products: real genuine
    photos, and counterfeits made from other real photos by the project's print-plausible edits
-   (training/edits.py; every edited photo's source is used nowhere else). A few products are kept out:
+   (datatools/edits.py; every edited photo's source is used nowhere else). A few products are kept out:
    photos of them are the unknown products a model must not call genuine.
 2. `counterfeit train` fits the default recipe on it (genuines only) and calibrates on its val split.
 3. Every test photo, and every photo of the unknown products, is answered as the HTTP service answers it
-   (quality gate, registration, model, thresholds: inference.robustness.judge). Printed and written to
+   (quality gate, registration, model, thresholds: evaluation.robustness.judge). Printed and written to
    RUN/real-report.json: per product, the genuines called counterfeit and undecided, the retakes, and the
    ROC-AUC of each kind of edit; for the unknown products, how many are answered retake (not recognised)
    and how many genuine. With --robustness, the benign photo changes too (`counterfeit evaluate
@@ -27,11 +27,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from evaluation.robustness import Gate, judge, percent, scored_auc, share
 from inference.classes import CLASSES, COUNTERFEIT, GENUINE, INCONCLUSIVE, RETAKE, SCORED_VERDICTS
 from inference.layout import Sample, list_labelled
 from inference.predictor import MAX_BATCH, Predictor
 from inference.quality import NOT_RECOGNISED
-from inference.robustness import Gate, judge, percent, scored_auc, share
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT.parent / "shared" / "real" / "grocery-packages"
@@ -47,7 +47,7 @@ def build(source: Path, data: Path, unknown: tuple[str, ...]) -> None:
     if (data / "manifest.csv").is_file():
         print(f"using {data} (delete it to rebuild)", file=sys.stderr)
         return
-    from training.real_benchmark import build as build_dataset
+    from datatools.real_benchmark import build as build_dataset
 
     products = sorted(p.name for p in (source / "dataset" / "train" / "Packages").glob("*/*") if p.name not in unknown)
     build_dataset(source, data, seed=0, products=products)

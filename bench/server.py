@@ -26,10 +26,10 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from api.settings import DEMO_MODEL
+from datatools.synth import write_dataset
 from inference.predictor import Predictor, stacked
 from inference.quality import check
-from inference.settings import DEMO_MODEL
-from training.synth import write_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from photos import phone_jpeg  # noqa: E402  (bench scripts are run as files, not as a package)
@@ -69,10 +69,10 @@ def bare_rate(photo: bytes, count: int, model: Path) -> float:
 
 def bare_service_rate(photo: bytes, count: int, data_dir: Path, model: Path) -> float:
     """The same work as one inspection request, without HTTP: scoring plus the durable evidence record."""
-    from inference.batching import Batcher
-    from inference.evidence import open_store
-    from inference.service import inspect_photo, record_inspection
-    from inference.settings import Settings
+    from api.batching import Batcher
+    from api.service import inspect_photo, record_inspection
+    from api.settings import Settings
+    from evidence_store import open_store
 
     settings, predictor = Settings(data_dir=data_dir), Predictor(model)
     batcher, store = Batcher(), open_store(None, data_dir)

@@ -1,4 +1,4 @@
-"""Benchmark: the evidence store's in-memory similarity search (inference/evidence/similar.py).
+"""Benchmark: the evidence store's in-memory similarity search (evidence_store/similar.py).
 
 Inserts N random float32 embeddings (default 100,000 x 576, the size of mobilenet_v3_small's pooled
 features) and N random 64-bit perceptual hashes, then times Q queries of each (default 200): the k
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from inference.evidence.similar import EmbeddingIndex, PhashIndex
+from evidence_store.similar import EmbeddingIndex, PhashIndex
 from inference.phash import CANDIDATE_BITS
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from datatools.synth import write_dataset
 from training.config import TrainConfig
 from training.distributed import Process
 from training.recipes.classifier.fit import make_loop
-from training.synth import write_dataset
 from training.train import train_one_epoch
 
 

@@ -14,7 +14,7 @@ def recorded(records, predictor, store):
     """Pass screening records through, keeping each screened image (scored, or retake) in the evidence log."""
     import getpass
 
-    from inference.evidence import screen_line_fields
+    from evidence_store import screen_line_fields
 
     thresholds, subject = predictor.metadata.thresholds.to_dict(), f"cli:{getpass.getuser()}"
     try:
@@ -30,8 +30,8 @@ def recorded(records, predictor, store):
 
 def open_evidence(data_dir: Path | None, create: bool = False):
     """The configured evidence store (COUNTERFEIT_DATABASE_URL / COUNTERFEIT_DATA_DIR), or --data-dir's."""
-    from inference.evidence import EvidenceError, open_store
-    from inference.settings import Settings
+    from api.settings import Settings
+    from evidence_store import EvidenceError, open_store
 
     settings = Settings()
     folder = data_dir or settings.data_dir
@@ -46,7 +46,7 @@ def open_evidence(data_dir: Path | None, create: bool = False):
 
 def cmd_evidence_head(args) -> int:
     """Print the chain head as one JSON line to publish or file (signed with --key); or make a key."""
-    from inference.evidence import heads
+    from evidence_store import heads
 
     if args.new_key:
         _refused_as_cli_error(heads.new_key, args.new_key)
@@ -64,7 +64,7 @@ def cmd_evidence_head(args) -> int:
 
 
 def cmd_evidence_verify(args) -> int:
-    from inference.evidence import NOT_COVERED, heads
+    from evidence_store import NOT_COVERED, heads
 
     anchored, key = _anchored_heads(args.head or [], args.key)
     forged = key and heads.first_bad_signature(anchored, key)
@@ -91,7 +91,7 @@ def cmd_evidence_verify(args) -> int:
 
 def _anchored_heads(paths: list[Path], key_path: Path | None) -> tuple[list, bytes | None]:
     """The heads of every --head file, each with where it was read; and the --key to check them with."""
-    from inference.evidence import heads
+    from evidence_store import heads
 
     if key_path and not paths:
         raise CliError("--key checks the signatures of published heads: pass them with --head HEADS.jsonl")
@@ -101,7 +101,7 @@ def _anchored_heads(paths: list[Path], key_path: Path | None) -> tuple[list, byt
 
 def _refused_as_cli_error(call, *args, **kwargs):
     """call(...), with input the evidence library refuses (a bad head, key or file) as one CLI error line."""
-    from inference.evidence import InvalidInput
+    from evidence_store import InvalidInput
 
     try:
         return call(*args, **kwargs)

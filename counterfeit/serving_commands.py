@@ -15,9 +15,9 @@ from counterfeit.evidence_commands import open_evidence, recorded
 
 
 def _predictor(model_path: Path | None):
+    from api.settings import Settings
     from inference.metadata import ModelFileError
     from inference.predictor import Predictor
-    from inference.settings import Settings
 
     try:
         return Predictor(model_path or Settings().model_path)
@@ -27,7 +27,7 @@ def _predictor(model_path: Path | None):
 
 def cmd_screen(args) -> int:
     """Exit 0, or 1 when there were files and every one failed (the lines say why), 2 for bad arguments."""
-    from inference.screen import find_images, screen_files, write_jsonl
+    from evaluation.screen import find_images, screen_files, write_jsonl
 
     try:
         files = find_images(args.paths)
@@ -58,7 +58,7 @@ def _with_progress(records, total: int):
 
 def _write_file_atomically(path: Path, records) -> dict:
     """Write the records as JSON lines to PATH.tmp, then rename it to PATH: never a half-written PATH."""
-    from inference.screen import write_jsonl
+    from evaluation.screen import write_jsonl
 
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -73,7 +73,7 @@ def _write_file_atomically(path: Path, records) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from inference.evaluate import evaluate_folder, write_report
+    from evaluation.evaluate import evaluate_folder, write_report
     from inference.layout import DataError
 
     if args.robustness or args.changes:
@@ -96,9 +96,9 @@ def cmd_evaluate(args) -> int:
 def _evaluate_robustness(args) -> int:
     from pydantic import ValidationError
 
+    from api.settings import Settings
+    from evaluation.robustness import evaluate_robustness, format_table, parse_changes, write_report
     from inference.layout import DataError, list_labelled, resolve_labelled
-    from inference.robustness import evaluate_robustness, format_table, parse_changes, write_report
-    from inference.settings import Settings
 
     if not args.robustness:
         raise CliError("--changes needs --robustness")
@@ -118,7 +118,7 @@ def _evaluate_robustness(args) -> int:
 
 
 def _html_report(metrics: dict, report_dir: Path) -> Path:
-    from inference.report import write_html_report
+    from evaluation.report import write_html_report
 
     try:
         return write_html_report(metrics, report_dir)
@@ -133,9 +133,9 @@ def cmd_serve(args) -> int:
     from pydantic import ValidationError
     from uvicorn.config import STARTUP_FAILURE
 
+    from api.serve import serve
+    from api.settings import Settings
     from inference.metadata import ModelFileError
-    from inference.server import serve
-    from inference.settings import Settings
 
     # Only what was given on the command line: COUNTERFEIT_* variables and .env fill in the rest.
     overrides = {"model_path": args.model, "host": args.host, "port": args.port}
@@ -213,7 +213,7 @@ def _announce_when_listening(host: str, port: int, poll_s: float = 0.2):
 
 
 def cmd_keys_new(args) -> int:
-    from inference.auth import key_entry_json, new_key
+    from api.auth import key_entry_json, new_key
 
     key, entry = new_key(args.subject, args.role)
     print(f"API key for {args.subject} ({args.role}), shown once; hand it over securely:\n  {key}\n"

@@ -29,13 +29,14 @@ def train_extra_needed():
 
 
 def _training_module(name: str):
-    """Import a training module, or explain how to install the training extra."""
+    """Import a module of the training side (`training.*`, or a data tool `datatools.*` given with its
+    package), or explain how to install the training extra when one of its dependencies is missing."""
     with train_extra_needed():
-        return importlib.import_module(f"training.{name}")
+        return importlib.import_module(name if "." in name else f"training.{name}")
 
 
 def cmd_synth(args) -> int:
-    synth = _training_module("synth")
+    synth = _training_module("datatools.synth")
     holdout = [k.strip() for k in args.holdout.split(",") if k.strip()]
     try:
         with train_extra_needed():  # matplotlib (for its fonts) is imported only once drawing starts
@@ -87,7 +88,7 @@ def print_findings(findings, stream=None) -> None:
 
 def audit_before_training(data: Path, allow_errors: bool) -> dict:
     """The data check that opens every training run; -> a summary kept in the run's config."""
-    from training.audit import audit
+    from datatools.audit import audit
 
     result = audit(data, progress=os.environ.get("RANK", "0") == "0")
     print_findings(result.errors() + result.warnings())
@@ -100,9 +101,9 @@ def audit_before_training(data: Path, allow_errors: bool) -> dict:
 
 
 def cmd_data_check(args) -> int:
-    audit = _training_module("audit")
+    audit = _training_module("datatools.audit")
+    from datatools.audit_report import write_report
     from inference.layout import DataError
-    from training.audit_report import write_report
 
     try:
         result = audit.audit(args.data, progress=not args.json)
@@ -189,7 +190,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_data_real(args) -> int:
-    real = _training_module("real_benchmark")
+    real = _training_module("datatools.real_benchmark")
     products = [p.strip() for p in args.products.split(",") if p.strip()] or None
     try:
         summary = real.build(args.src, args.out, seed=args.seed, products=products, progress=True)

@@ -10,7 +10,7 @@ image as `load_image` decoded it for the model (JPEGs at reduced scale, no small
 and a 640x480 phone JPEG arrives as 320x240. Smaller images are measured as they are, never upscaled:
 upscaling would make every small photo look blurry as well as small.
 
-The default thresholds were tuned on 204 synthetic 640x480 photos (training/synth.py, some with mild
+The default thresholds were tuned on 204 synthetic 640x480 photos (datatools/synth.py, some with mild
 defocus blur) and degraded copies of each, JPEG-encoded and decoded as the server does: Gaussian blur of
 radius 3-6, exposure x0.15-0.25, exposure x3 (clipped), shrunk to 120x90. Every clean photo passes and every
 degraded one fails for its own reason only, except that x3 on a dark-toned photo (mean luma under ~80)
@@ -69,7 +69,7 @@ class QualityThresholds:
     max_clipped: float = 0.2  # share of luma >= CLIPPED_LEVEL; clean <= 0.124
     # Largest connected blob of luma >= CLIPPED_LEVEL inside the CENTRE box, as a share of that box.
     # Real photos <= 0.049 (white caps and cartons; 99th percentile 0.024); a lamp's reflection
-    # (inference/robustness.py `glare`) 0.045-0.24 (5th-95th percentile; half of them retaken); the same
+    # (evaluation/robustness.py `glare`) 0.045-0.24 (5th-95th percentile; half of them retaken); the same
     # photos 0.4-0.7 EV brighter: 3% retaken, their white print blown out in the middle.
     max_glare: float = 0.12
     # 99th percentile of chroma max(|Cb-128|, |Cr-128|), levels 0..128: real photos >= 25, any

@@ -34,7 +34,7 @@ TINY_PHOTO_SETTINGS = {"quality_min_side": 96}
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """A tiny dataset from the real generator: 2 product lines, 160x120 photos."""
-    from training.synth import write_dataset
+    from datatools.synth import write_dataset
 
     root = tmp_path_factory.mktemp("data") / "synth"
     write_dataset(root, seed=1, products=2, n_train=16, n_val=8, n_test=8, image_size=(160, 120), progress=False)
@@ -77,7 +77,7 @@ REFERENCE_SIZE = (320, 240)
 def reference_data(tmp_path_factory) -> Path:
     """Photos of the 2 products the reference model knows, 320x240; test-unseen/ holds a defect its val
     never shows. The recipe learns from genuines alone, so train/counterfeit/ is left empty."""
-    from training.synth import write_dataset
+    from datatools.synth import write_dataset
 
     root = tmp_path_factory.mktemp("reference") / "synth"
     write_dataset(root, seed=2, products=2, n_train=24, n_val=16, n_test=8, holdout=["misspelling"],
@@ -143,8 +143,8 @@ def known_photos(reference_data, predictor) -> dict[str, list[bytes]]:
     """reference_data's test photos (320x240 JPEGs) that the API scores rather than answer `retake` (sharp
     enough under TINY_PHOTO_SETTINGS, registered to their product) -> {"genuine": [...], "counterfeit": [...]}.
     What API tests send when they need a verdict: synth blurs some photos, and random pixels are no product."""
-    from inference.service import decode_and_prepare
-    from inference.settings import Settings
+    from api.service import decode_and_prepare
+    from api.settings import Settings
 
     settings = Settings(**TINY_PHOTO_SETTINGS)
     found = {}

@@ -127,14 +127,14 @@ def fresh_schema(url: str) -> Iterator[str]:
 
 @functools.cache
 def _artwork(product: int) -> Image.Image:
-    from training.synth import make_product_design, render_artwork
+    from datatools.synth import make_product_design, render_artwork
 
     return render_artwork(make_product_design(7, product))
 
 
 def synth_photo(product: int = 0, shot: int = 0, size: tuple[int, int] = (160, 120)) -> Image.Image:
     """A photo from the project's own generator: product `product` as shot `shot` (pose, light, background)."""
-    from training.synth import photograph
+    from datatools.synth import photograph
 
     return photograph(_artwork(product), np.random.default_rng(1000 * product + shot), frame=size)
 

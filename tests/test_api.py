@@ -6,8 +6,8 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
-from inference.api import create_app, get_settings
-from inference.settings import Settings
+from api.app import create_app, get_settings
+from api.settings import Settings
 
 from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS, image_bytes
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from datatools import audit as audit_module
+from datatools.audit import AuditResult, Finding, audit, exit_code
+from datatools.audit_report import write_report
+from datatools.synth import jpeg_bytes
 from inference import phash
 from inference.layout import DataError
-from training import audit as audit_module
-from training.audit import AuditResult, Finding, audit, exit_code
-from training.audit_report import write_report
-from training.synth import jpeg_bytes
 
 from conftest import image_bytes
 
@@ -269,7 +269,7 @@ def alike(synth_data, tmp_path_factory) -> tuple[Path, dict[str, str], AuditResu
     """The synth set plus, on plain backgrounds, a genuine in train and a counterfeit of the same product in
     test taken alike (moved 6-8 px, turned 0-1 deg): different photos. Plus a 5%-cropped copy of one of them
     in val: a leak."""
-    from training.synth import counterfeit_artwork, make_product_design, render_artwork
+    from datatools.synth import counterfeit_artwork, make_product_design, render_artwork
 
     root = tmp_path_factory.mktemp("alike") / "data"
     shutil.copytree(synth_data, root)
@@ -297,7 +297,7 @@ def test_photos_taken_alike_are_not_duplicates_but_a_crop_is(alike):
 
 
 def test_same_capture_tells_copies_from_photos_taken_alike(synth_data):
-    from training.synth import make_product_design, render_artwork
+    from datatools.synth import make_product_design, render_artwork
 
     photo = plain_background_photo(render_artwork(make_product_design(0, 0)), 0, 0, 0, 1)
     reopened = lambda data: Image.open(io.BytesIO(data)).convert("RGB")  # noqa: E731
@@ -345,8 +345,8 @@ def test_exif_orientation_and_camera_are_noted(synth_data, tmp_path):
 
 def test_audit_runs_without_torch(synth_data, tmp_path):
     """The audit must work from a serving install: numpy and Pillow only."""
-    script = ("import sys; from pathlib import Path; from training.audit import audit; "
-              "from training.audit_report import write_report; "
+    script = ("import sys; from pathlib import Path; from datatools.audit import audit; "
+              "from datatools.audit_report import write_report; "
               "write_report(audit(sys.argv[1], progress=False), Path(sys.argv[2])); "
               "heavy = ('torch', 'torchvision', 'onnx', 'matplotlib'); "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")

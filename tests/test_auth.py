@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from inference.auth import (
+from api.auth import (
     AdminDep,
     ApiKey,
     InspectorDep,
@@ -19,7 +19,7 @@ from inference.auth import (
     new_key,
     require,
 )
-from inference.errors import install_error_handlers
+from api.errors import install_error_handlers
 
 ROUTES = {"/inspect": "inspector", "/screen": "screener", "/admin": "admin"}
 

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from inference.batching import Batcher
+from api.batching import Batcher
 from inference.predictor import Prepared
 
 

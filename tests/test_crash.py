@@ -6,7 +6,7 @@ import threading
 
 import httpx
 
-from inference.evidence import open_store
+from evidence_store import open_store
 
 from server_process import ServerProcess
 

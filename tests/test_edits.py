@@ -1,5 +1,5 @@
-"""Print-plausible counterfeit edits of package photos (training/edits.py) and the real-photo benchmark
-builder (training/real_benchmark.py), on tiny drawn packages: no real photos needed."""
+"""Print-plausible counterfeit edits of package photos (datatools/edits.py) and the real-photo benchmark
+builder (datatools/real_benchmark.py), on tiny drawn packages: no real photos needed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from training.edits import EDITS, KINDS, edit_hue, edit_shift, package_region
-from training.real_benchmark import build
+from datatools.edits import EDITS, KINDS, edit_hue, edit_shift, package_region
+from datatools.real_benchmark import build
 
 PACKAGE_BOX = (40, 24, 120, 156)  # x0, y0, x1, y1 of the drawn package in a 160x180 photo
 PHOTO_SIZE = (160, 180)

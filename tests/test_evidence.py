@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.evidence import (
+from evidence_store import (
     EvidenceStore,
     ForeignHead,
     InvalidInput,
@@ -34,10 +34,10 @@ from inference.evidence import (
     open_store,
     screening_fields,
 )
-from inference.evidence import store as store_module
-from inference.evidence.chain import entry_hash
-from inference.evidence.migrations import MIGRATIONS
-from inference.evidence.records import new_id
+from evidence_store import store as store_module
+from evidence_store.chain import entry_hash
+from evidence_store.migrations import MIGRATIONS
+from evidence_store.records import new_id
 from inference.images import ImageError
 
 from evidence_backends import GPS, fresh_schema, jpeg_with_metadata, reencoded, synth_photo
@@ -139,8 +139,8 @@ def test_a_record_keeps_the_photo_as_received_and_what_was_said(store, backend, 
 
 def test_it_records_what_the_service_answered(store, photo, classifier_predictor):
     """The classifier scores any photo (the reference model answers `retake` to this one's product)."""
-    from inference.batching import Batcher
-    from inference.settings import Settings
+    from api.batching import Batcher
+    from api.settings import Settings
 
     batcher = Batcher(max_wait_s=0)
     try:
@@ -151,7 +151,7 @@ def test_it_records_what_the_service_answered(store, photo, classifier_predictor
 
 
 def _record_service_answers(store, photo, predictor, batcher, settings):
-    from inference.service import inspect_photo, screen_photos
+    from api.service import inspect_photo, screen_photos
 
     inspection, _ = inspect_photo(photo, predictor, batcher, settings)
     record = store.record(image_bytes=photo, **inspection_fields(inspection), subject="inspector-7")
@@ -471,7 +471,7 @@ def test_a_full_disk_is_store_unavailable_and_leaves_no_temporary_file(store, ba
     def disk_full(descriptor):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("inference.evidence.blobs.os.fsync", disk_full)
+    monkeypatch.setattr("evidence_store.blobs.os.fsync", disk_full)
     with pytest.raises(StoreUnavailable, match="No space left"):
         store.record(image_bytes=photo, **fields())
     monkeypatch.undo()
@@ -519,7 +519,7 @@ def test_concurrent_writers_on_two_replicas_make_one_chain(backend, photo):
 
 
 def test_a_version_1_database_is_upgraded_to_the_latest(backend, photo):
-    from inference.evidence import migrations
+    from evidence_store import migrations
 
     old = EvidenceStore(_bare_database(backend), backend.data_dir, migrate=False)
     backend.stores.append(old)
@@ -563,10 +563,10 @@ def test_replicas_starting_together_migrate_once(backend):
 
 def _bare_database(backend: Backend):
     if backend.name == "sqlite":
-        from inference.evidence.sqlite import SqliteDatabase
+        from evidence_store.sqlite import SqliteDatabase
 
         return SqliteDatabase(backend.data_dir / "evidence.sqlite3")
-    from inference.evidence.postgres import PostgresDatabase
+    from evidence_store.postgres import PostgresDatabase
 
     return PostgresDatabase(backend.url)
 
@@ -735,7 +735,7 @@ def test_sqlite_is_durable_and_checks_foreign_keys(tmp_path):
 
 
 def test_the_store_imports_neither_torch_nor_training(tmp_path, photo):
-    script = ("import sys; from inference.evidence import open_store; s = open_store(None, sys.argv[1]); "
+    script = ("import sys; from evidence_store import open_store; s = open_store(None, sys.argv[1]); "
               "s.verify(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training')))")
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                             timeout=60, cwd=REPO)

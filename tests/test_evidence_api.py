@@ -6,9 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from inference.api import create_app
-from inference.auth import new_key
-from inference.settings import Settings
+from api.app import create_app
+from api.auth import new_key
+from api.settings import Settings
 
 from conftest import TINY_PHOTO_SETTINGS
 from evidence_backends import GPS, jpeg_with_metadata, reencoded
@@ -108,7 +108,7 @@ def test_verify_endpoint_reports_an_intact_chain(client, keys, photo):
 
 
 def test_store_unavailable_is_503_and_nothing_half_written(client, keys, photo, monkeypatch, tmp_path):
-    from inference.evidence import StoreUnavailable
+    from evidence_store import StoreUnavailable
 
     store = client.app.state.evidence
     before = store.list(limit=500)[0]

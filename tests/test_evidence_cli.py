@@ -57,7 +57,7 @@ def test_export_csv_and_jsonl(run_cli, logged, tmp_path):
 
 
 def test_to_dataset_writes_confirmed_outcomes_split_by_case(run_cli, logged, tmp_path):
-    from inference.evidence import open_store
+    from evidence_store import open_store
 
     store = open_store(logged[1], logged[0])
     records, _ = store.list(limit=50)

@@ -51,10 +51,10 @@ def test_make_run_passes_host_and_port_given_on_its_command_line():
 
 def test_serve_reads_port_and_host_from_env_file_and_environment(run_cli, monkeypatch, tmp_path):
     """What `make run` relies on: `counterfeit serve` without flags takes COUNTERFEIT_* and ./.env."""
-    import inference.server
+    import api.serve
 
     served = []
-    monkeypatch.setattr(inference.server, "serve", served.append)
+    monkeypatch.setattr(api.serve, "serve", served.append)
     monkeypatch.chdir(tmp_path)
     for name in ("COUNTERFEIT_PORT", "COUNTERFEIT_HOST"):
         monkeypatch.delenv(name, raising=False)
@@ -100,7 +100,7 @@ def test_a_busy_port_is_one_plain_sentence(tmp_path):
 
 
 def test_json_logs_leave_out_uvicorns_ansi_colour_copy():
-    from inference.observability import JsonFormatter
+    from api.observability import JsonFormatter
 
     record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Uvicorn running on %s", ("url",), None)
     record.color_message = "Uvicorn running on \x1b[1m%s\x1b[0m"

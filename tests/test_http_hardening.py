@@ -11,11 +11,11 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-import inference.api as api
-from inference.api import create_app
-from inference.auth import new_key
-from inference.server import server_config
-from inference.settings import Settings
+import api.app as api
+from api.app import create_app
+from api.auth import new_key
+from api.serve import server_config
+from api.settings import Settings
 
 from conftest import TINY_PHOTO_SETTINGS, image_bytes
 from server_process import free_port
@@ -179,7 +179,7 @@ def test_the_specs_example_bodies_are_accepted(client, keys):
 
 
 def test_the_inspection_example_is_a_valid_inspection(client):
-    from inference.schemas import Inspection
+    from api.schemas import Inspection
 
     example = client.get("/openapi.json").json()["components"]["schemas"]["Inspection"]["examples"][0]
     Inspection.model_validate(example)  # was missing `quality`, a required field

@@ -245,7 +245,7 @@ _SYNTH_DECODED_SHA256 = "8a045596820c169ba56723df27f40d6137689db7923586d6475f0af
 
 
 def test_small_jpeg_decodes_to_the_same_pixels_as_before():
-    from training.synth import jpeg_bytes, make_product_design, photograph, render_artwork
+    from datatools.synth import jpeg_bytes, make_product_design, photograph, render_artwork
 
     photo = photograph(render_artwork(make_product_design(3, 0), 0.25), np.random.default_rng(11))
     data = jpeg_bytes(photo, 85)

@@ -12,13 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from api.app import create_app
+from api.batching import Batcher, images_per_call
+from api.pixel_budget import BudgetBusy, OverBudget, PixelBudget, shared_budget
+from api.settings import Settings
 from inference import images
-from inference.api import create_app
-from inference.batching import Batcher, images_per_call
 from inference.images import ImageError, decode_cost, load_image
-from inference.pixel_budget import BudgetBusy, OverBudget, PixelBudget, shared_budget
 from inference.predictor import Prepared
-from inference.settings import Settings
 
 from conftest import TINY_PHOTO_SETTINGS, image_bytes
 
@@ -255,11 +255,11 @@ def photo_folder(known_photos, tmp_path):
 
 
 def test_screen_scores_in_calls_of_images_per_call(run_cli, predictor, model_path, photo_folder, monkeypatch):
-    import inference.batching
+    import api.batching
     from inference.predictor import Predictor
 
     width, height = predictor.spec.size
-    monkeypatch.setattr(inference.batching, "PIXELS_PER_CALL", 2 * width * height)  # 2 images of the model
+    monkeypatch.setattr(api.batching, "PIXELS_PER_CALL", 2 * width * height)  # 2 images of the model
     sizes = []
     real_scores = Predictor.scores
     monkeypatch.setattr(Predictor, "scores", lambda self, batch, *rest: sizes.append(len(batch))
@@ -287,7 +287,7 @@ def test_screen_shows_progress_on_stderr_when_writing_to_stdout(run_cli, model_p
 
 
 def test_screen_writes_each_line_before_the_next_photo_is_screened(run_cli, model_path, photo_folder, monkeypatch):
-    import inference.screen
+    import evaluation.screen
 
     written_before = []
 
@@ -296,7 +296,7 @@ def test_screen_writes_each_line_before_the_next_photo_is_screened(run_cli, mode
             written_before.append(sys.stdout.getvalue().count("\n"))
             yield {"path": str(path), "error": "spy", "model": {}}
 
-    monkeypatch.setattr(inference.screen, "screen_files", one_at_a_time)
+    monkeypatch.setattr(evaluation.screen, "screen_files", one_at_a_time)
     code, out, _ = run_cli("screen", photo_folder, "--model", model_path)
     assert written_before == [0, 1, 2, 3, 4] and len(out.splitlines()) == 5
 

@@ -13,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx import numpy_helper
 
-from inference import model_slot
+from api import model_slot
+from api.app import create_app
+from api.settings import Settings
 from inference.align import NotRecognised
-from inference.api import create_app
 from inference.metadata import TEMPERATURE_RANGE, ModelFileError, Thresholds
 from inference.onnx_wire import TENSOR_PATHS, WireError, content_version, external_tensors
 from inference.predictor import Predictor
-from inference.settings import Settings
 from training.stamp import stamp_metadata
 
 from conftest import DEMO_MODEL, TINY_PHOTO_SETTINGS, image_bytes, model_folder

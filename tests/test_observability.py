@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from inference.auth import InspectorDep, new_key
-from inference.errors import ApiError, install_error_handlers
-from inference.observability import JsonFormatter, Metrics, configure_logging, install_observability
+from api.auth import InspectorDep, new_key
+from api.errors import ApiError, install_error_handlers
+from api.observability import JsonFormatter, Metrics, configure_logging, install_observability
 
 KEY, ENTRY = new_key("qa-team", "inspector")
 

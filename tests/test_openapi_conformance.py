@@ -30,9 +30,9 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from inference.api import create_app
-from inference.auth import new_key
-from inference.settings import Settings
+from api.app import create_app
+from api.auth import new_key
+from api.settings import Settings
 
 from conftest import TINY_PHOTO_SETTINGS, image_bytes
 

@@ -22,7 +22,7 @@ MODEL_INPUT = (320, 240)
 @pytest.fixture(scope="module")
 def clean_photos(tmp_path_factory) -> list[bytes]:
     """20 synth packaging photos, 640x480 JPEGs, from the real generator."""
-    from training.synth import write_dataset
+    from datatools.synth import write_dataset
 
     root = tmp_path_factory.mktemp("quality") / "synth"
     write_dataset(root, seed=5, products=2, n_train=16, n_val=2, n_test=2, progress=False)

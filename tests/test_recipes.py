@@ -111,8 +111,9 @@ def test_training_imports_no_cli_module():
 
 
 def test_the_audit_report_depends_on_the_audit_not_back():
-    assert "training.audit" in imports_of(TRAINING / "audit_report.py")
-    assert "training.audit_report" not in imports_of(TRAINING / "audit.py")
+    datatools = TRAINING.parent / "datatools"
+    assert "datatools.audit" in imports_of(datatools / "audit_report.py")
+    assert "datatools.audit_report" not in imports_of(datatools / "audit.py")
 
 
 def test_recipe_entries_are_complete():

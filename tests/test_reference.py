@@ -11,11 +11,11 @@ import onnx
 import pytest
 from PIL import Image, ImageDraw
 
+from evaluation.screen import screen_files
 from inference.align import NotRecognised, Reference, align, references_from_json, references_to_json
 from inference.layout import list_split
 from inference.metadata import ModelFileError
 from inference.predictor import Predictor, stacked
-from inference.screen import screen_files
 
 from conftest import REFERENCE_SIZE
 
@@ -123,7 +123,7 @@ def test_a_photo_of_no_known_product_is_a_retake(reference_predictor, tmp_path):
 
 
 def test_screen_record_keeps_a_retake_with_its_reason(reference_run, reference_data, run_cli, tmp_path, monkeypatch):
-    from inference.evidence import open_store
+    from evidence_store import open_store
 
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (240, 320, 3), np.uint8)).save(tmp_path / "noise.jpg")
     genuine = next(s.path for s in list_split(reference_data, "test") if s.label == 0)
@@ -142,9 +142,9 @@ def test_screen_record_keeps_a_retake_with_its_reason(reference_run, reference_d
 
 
 def test_the_service_answers_retake_with_the_reason(reference_predictor):
-    from inference.batching import Batcher
-    from inference.service import inspect_photo
-    from inference.settings import Settings
+    from api.batching import Batcher
+    from api.service import inspect_photo
+    from api.settings import Settings
 
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (240, 320, 3), np.uint8)).save(buffer, "JPEG")
@@ -158,7 +158,7 @@ def test_the_service_answers_retake_with_the_reason(reference_predictor):
 
 
 def test_evaluate_and_calibrate_use_the_registered_photos(reference_data, reference_run, tmp_path):
-    from inference.evaluate import evaluate_folder
+    from evaluation.evaluate import evaluate_folder
     from training.calibrate import recalibrate
 
     run, _ = reference_run
@@ -216,7 +216,7 @@ def test_reference_recipe_settings_are_checked(reference_data, tmp_path, run_cli
 
 
 def test_the_model_card_describes_the_reference_recipe(reference_data, reference_run):
-    from inference.evaluate import evaluate_folder, write_report
+    from evaluation.evaluate import evaluate_folder, write_report
     from training.model_card import render
 
     run, _ = reference_run

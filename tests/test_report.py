@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.evaluate import evaluate_folder, summarize, write_report
+from evaluation.evaluate import evaluate_folder, summarize, write_report
+from evaluation.report import DPI, FIG_SIZE, PLOTS, write_html_report
 from inference.metadata import Thresholds
 from inference.metrics import (
     average_precision,
@@ -24,7 +25,6 @@ from inference.metrics import (
     roc_auc,
     roc_curve,
 )
-from inference.report import DPI, FIG_SIZE, PLOTS, write_html_report
 
 THRESHOLDS = {"low": 0.3, "high": 0.7}
 
@@ -147,7 +147,7 @@ def test_report_from_a_real_evaluation(synth_data, classifier_predictor, tmp_pat
 
 
 def test_importing_the_report_does_not_import_matplotlib():
-    code = "import sys, inference.report; print('matplotlib' in sys.modules)"
+    code = "import sys, evaluation.report; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""Benign photo changes (inference/robustness.py) and the robustness evaluation through the service's path."""
+"""Benign photo changes (evaluation/robustness.py) and the robustness evaluation through the service's path."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.images import load_image, sniff_format
-from inference.quality import QualityThresholds, check, chroma, sharpness, working_luma
-from inference.robustness import (
+from evaluation.robustness import (
     CHANGES,
     UNCHANGED,
     Outcome,
@@ -22,6 +20,8 @@ from inference.robustness import (
     parse_changes,
     summarize,
 )
+from inference.images import load_image, sniff_format
+from inference.quality import QualityThresholds, check, chroma, sharpness, working_luma
 
 # The changes that draw from the rng; the others (encodings, resizes, turns, grayscale) are fixed.
 RANDOM = {"glare", "specular", "sharpen", "denoise", "warm", "cool", "brighter", "darker", "motion-blur", "finger",
@@ -32,7 +32,7 @@ TINY_PHOTOS = QualityThresholds(min_side=96)  # the fixtures' photos are 160x120
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[Image.Image]:
     """Six 640x480 synth packaging photos, decoded, as a phone would have taken them."""
-    from training.synth import write_dataset
+    from datatools.synth import write_dataset
 
     root = tmp_path_factory.mktemp("robustness") / "synth"
     write_dataset(root, seed=3, products=2, n_train=2, n_val=2, n_test=2, progress=False)
@@ -190,9 +190,9 @@ def test_shares_count_every_photo_of_the_class():
 
 def test_evaluate_robustness_answers_as_the_service(synth_data, classifier_predictor):
     """On the classifier: synth_data's products are none the reference model knows."""
+    from evaluation.screen import screen_files
     from inference.layout import list_labelled, resolve_labelled
     from inference.metrics import roc_auc
-    from inference.screen import screen_files
 
     samples = list_labelled(resolve_labelled(synth_data, "test"))
     changes = ["jpeg-95", "grayscale", "half", "rotate-90"]

@@ -22,7 +22,7 @@ def server(tmp_path):
 
 
 def test_default_server_serves_the_demo_model(server, tmp_path):
-    from training.synth import write_dataset
+    from datatools.synth import write_dataset
 
     assert DEMO_MODEL.is_file(), "the demo model must be committed: make demo-model"
     # The demo model knows the products of `counterfeit synth --seed 0`: a new photo of its first one.

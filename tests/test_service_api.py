@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
-from inference.api import create_app
-from inference.auth import new_key
-from inference.settings import Settings
+from api.app import create_app
+from api.auth import new_key
+from api.settings import Settings
 
 from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS
 

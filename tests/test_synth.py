@@ -1,4 +1,4 @@
-"""Tests for the synthetic packaging dataset (training/synth.py)."""
+"""Tests for the synthetic packaging dataset (datatools/synth.py)."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import synth
-from training.synth import DEFECT_KINDS, write_dataset
+from datatools import synth
+from datatools.synth import DEFECT_KINDS, write_dataset
 
 # Small frames keep the whole file fast; the artwork itself is always full size.
 SMALL = {"n_train": 9, "n_val": 4, "n_test": 6, "products": 2, "image_size": (160, 120), "progress": False}
@@ -263,7 +263,7 @@ def test_photograph_frames_the_package():
 
 
 def test_import_has_no_side_effects_and_no_torch():
-    code = ("import sys, training.synth; "
+    code = ("import sys, datatools.synth; "
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 

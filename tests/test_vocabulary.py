@@ -9,6 +9,7 @@ from typing import get_args
 import numpy as np
 import pytest
 
+from evidence_store import records
 from inference import classes
 from inference.classes import (
     CLASSES,
@@ -22,7 +23,6 @@ from inference.classes import (
     OutcomeLabel,
     Verdict,
 )
-from inference.evidence import records
 from inference.metadata import Thresholds
 from inference.metrics import decision_metrics
 from inference.predictor import MAX_BATCH, verdict_for
@@ -30,8 +30,8 @@ from inference.predictor import MAX_BATCH, verdict_for
 
 @pytest.fixture(scope="module")
 def openapi() -> dict:
-    from inference.api import create_app
-    from inference.settings import Settings
+    from api.app import create_app
+    from api.settings import Settings
 
     return create_app(Settings()).openapi()
 
@@ -75,7 +75,7 @@ def test_api_schema_offers_exactly_the_vocabulary(openapi):
 
 
 def test_prometheus_counts_every_verdict_and_nothing_else():
-    from inference.observability import Metrics
+    from api.observability import Metrics
 
     metrics = Metrics()
     for verdict in VERDICTS:
@@ -99,8 +99,8 @@ def test_confusion_matrix_is_classes_by_scored_verdicts():
 
 
 def test_one_batch_size_for_the_settings_and_the_batcher():
-    from inference.batching import Batcher
-    from inference.settings import Settings
+    from api.batching import Batcher
+    from api.settings import Settings
 
     assert Settings.model_fields["max_batch"].default == MAX_BATCH
     assert inspect.signature(Batcher).parameters["max_batch"].default == MAX_BATCH

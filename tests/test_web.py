@@ -27,7 +27,7 @@ from web_helpers import (
 )
 
 ARTIFACTS = REPO / "artifacts"
-WEB = REPO / "inference" / "web" / "static"
+WEB = REPO / "api" / "web" / "static"
 VERDICT_WORDS = {"Genuine", "Counterfeit", "Inconclusive"}
 WAIT_MS = 30_000  # two shared CPU cores: scoring can take a while
 
@@ -37,12 +37,12 @@ WAIT_MS = 30_000  # two shared CPU cores: scoring can take a while
 def test_create_app_serves_the_page_and_its_assets(classifier_predictor, tmp_path):
     from fastapi.testclient import TestClient
 
-    from inference.api import create_app
-    from inference.settings import Settings
+    from api.app import create_app
+    from api.settings import Settings
 
     with TestClient(create_app(Settings(data_dir=tmp_path), classifier_predictor)) as client:
         page = client.get("/")
-        assert page.status_code == 200, "create_app must call inference.web.install_web(app)"
+        assert page.status_code == 200, "create_app must call api.web.install_web(app)"
         assert page.headers["content-type"].startswith("text/html")
         assert page.headers["cache-control"] == "no-cache"
         assert client.get("/static/app.js").headers["content-type"].split(";")[0] in {
@@ -62,9 +62,9 @@ def docs_client(predictor, tmp_path):
     """An app with API keys configured: the docs stay open all the same, as FastAPI's own were."""
     from fastapi.testclient import TestClient
 
-    from inference.api import create_app
-    from inference.auth import new_key
-    from inference.settings import Settings
+    from api.app import create_app
+    from api.auth import new_key
+    from api.settings import Settings
 
     _, entry = new_key("inspector-1", "inspector")
     return TestClient(create_app(Settings(data_dir=tmp_path, api_keys=[entry]), predictor))
@@ -105,7 +105,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     """640x480 synth photos, as a phone would send (so the default quality gate applies)."""
     from PIL import Image, ImageFilter
 
-    from training.synth import write_dataset
+    from datatools.synth import write_dataset
 
     root = tmp_path_factory.mktemp("web-photos")
     write_dataset(root, seed=5, products=1, n_train=2, n_val=2, n_test=2, progress=False)
@@ -133,7 +133,7 @@ def open_server(classifier_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyed_server(classifier_model, tmp_path_factory):
-    from inference.auth import new_key
+    from api.auth import new_key
 
     key, entry = new_key("inspector-phone-7", "inspector")
     server = start_server(classifier_model, tmp_path_factory.mktemp("evidence-keyed"), [entry.model_dump()])

@@ -1,7 +1,7 @@
 """Helpers for the browser tests (tests/test_web.py): a real server process and headless Chromium.
 
 Run as a script, this module is `counterfeit serve` with the web page installed even on an app that
-does not install it itself yet (create_app calling inference.web.install_web makes it a no-op).
+does not install it itself yet (create_app calling api.web.install_web makes it a no-op).
 """
 
 from __future__ import annotations
@@ -76,12 +76,12 @@ def png_size(b64: str) -> tuple[int, int]:
 
 
 def serve_with_web(argv: list[str]) -> int:
-    """`counterfeit ARGV`, with inference.web installed on the app if create_app does not do it."""
-    import inference.server
+    """`counterfeit ARGV`, with api.web installed on the app if create_app does not do it."""
+    import api.serve
+    from api.web import install_web
     from counterfeit.cli import main
-    from inference.web import install_web
 
-    plain_create_app = inference.server.create_app
+    plain_create_app = api.serve.create_app
 
     def create_app(*args, **kwargs):
         app = plain_create_app(*args, **kwargs)
@@ -89,7 +89,7 @@ def serve_with_web(argv: list[str]) -> int:
             install_web(app)
         return app
 
-    inference.server.create_app = create_app
+    api.serve.create_app = create_app
     return main(argv)
 
 

@@ -1,0 +1,146 @@
+"""The tamper-evident hash chain: how an entry's hash is computed, and how a stored chain is checked.
+
+Records and outcomes share one sequence (seq 1..n). Each entry's hash is
+    record_hash = SHA-256(prev_hash as ASCII hex + canonical JSON of its immutable fields)
+where prev_hash is the previous entry's record_hash (GENESIS for seq 1) and canonical JSON has sorted keys,
+no whitespace, UTF-8 and no NaN. The fields include seq, id, created_at and image_sha256, so changing,
+renumbering, reordering or re-pointing an entry at another photo changes its hash; removing one breaks
+the sequence or the next entry's link. The chain head (seq, hash of the last entry) is stored as well, so
+removing the newest entries is caught too, unless the stored head is rewound along with them.
+
+That, and a rewrite of the whole chain with recomputed hashes, is the limit of a chain checked against
+itself: whoever can write the database can do both. Heads kept outside the database (heads.py) close it:
+verify_entries(anchors=...) checks that the chain still holds each anchored head's entry and hash.
+
+Not covered: the embeddings and similarity fingerprints (perceptual hashes, thumbnails) kept beside the
+records. They are derived data, recomputable from the original photo (whose SHA-256 is chained) and the
+model (named in the record); altering them can only change which records similar() ranks close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from evidence_store.records import Head, Outcome, Record, VerifyReport, phash_hex
+
+GENESIS = "0" * 64
+_UNHASHED = ("prev_hash", "record_hash", "outcomes")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A stored row that cannot even be decoded into a record or outcome (edited by hand)."""
+
+    seq: int
+    id: str
+
+
+Entry = Record | Outcome | Unreadable
+
+
+def canonical_text(value) -> str:
+    """Sorted keys, no whitespace, no NaN: the one JSON text of a value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def payload(entry: Record | Outcome) -> dict:
+    """The immutable fields of an entry, as hashed. phash as hex: JSON numbers lose bits above 2**53."""
+    fields = {key: value for key, value in asdict(entry).items() if key not in _UNHASHED}
+    if isinstance(entry, Record):
+        return {"type": "record", **fields, "phash": phash_hex(entry.phash)}
+    return {"type": "outcome", **fields}
+
+
+def entry_hash(prev_hash: str, entry: Record | Outcome) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_text(payload(entry)).encode("utf-8")).hexdigest()
+
+
+def verify_entries(entries: Iterable[Entry], head: tuple[int, str], image_problem: Callable[[str], str | None],
+                   anchors: Sequence[Head] = ()) -> VerifyReport:
+    """Walk entries in seq order; the report names the first one altered, removed or whose image is not
+    the one recorded, then the first anchored head (published earlier) the chain no longer holds.
+    image_problem(sha256) -> None | "image_missing" | "image_changed"."""
+    wanted, found = {anchor.seq for anchor in anchors}, {0: (GENESIS, None)}
+    expected, prev, previous_id = 1, GENESIS, None
+    for entry in entries:
+        bad = _entry_problem(entry, expected, prev, previous_id)
+        if bad is None and isinstance(entry, Record):
+            problem = image_problem(entry.image_sha256)
+            bad = problem and _bad(entry.seq, entry.id, problem, _IMAGE_DETAILS[problem])
+        if bad:
+            return _report(bad, head, bad["seq"] - 1)
+        if entry.seq in wanted:
+            found[entry.seq] = (entry.record_hash, entry.id)
+        expected, prev, previous_id = expected + 1, entry.record_hash, entry.id
+    bad = _head_problem(expected - 1, prev, previous_id, head)
+    if bad:
+        return _report(bad, head, bad["seq"] - 1)
+    bad, vouched, matched = _anchor_problem(sorted(anchors, key=lambda anchor: anchor.seq), found, expected - 1)
+    return _report(bad, head, vouched if bad else expected - 1, matched)
+
+
+_IMAGE_DETAILS = {"image_missing": "its original photo is missing from the store",
+                  "image_changed": "its original photo no longer has the SHA-256 it was recorded with"}
+
+
+def _entry_problem(entry: Entry, expected: int, prev: str, previous_id: str | None) -> dict | None:
+    if entry.seq > expected:
+        return _bad(expected, None, "removed", f"the chain jumps from seq {expected - 1} to {entry.seq}: "
+                    f"{entry.seq - expected} entr{'y was' if entry.seq - expected == 1 else 'ies were'} removed")
+    if entry.seq < expected:
+        return _bad(entry.seq, entry.id, "altered", f"seq {entry.seq} is used twice")
+    if isinstance(entry, Unreadable) or entry_hash(entry.prev_hash, entry) != entry.record_hash:
+        return _bad(entry.seq, entry.id, "altered", "its stored fields do not match its hash")
+    if entry.prev_hash != prev:
+        # Both rows match their own hashes but do not link: the earlier one was rewritten along with a
+        # recomputed hash (or this one's link was); the earlier is the more likely target, name it.
+        if entry.seq == 1:
+            return _bad(1, entry.id, "altered", "the first entry does not start from the genesis hash")
+        return _bad(entry.seq - 1, previous_id, "altered", f"its hash is not the one entry {entry.seq} was "
+                    "chained to: it was rewritten and re-hashed")
+    return None
+
+
+def _head_problem(last_seq: int, last_hash: str, last_id: str | None, head: tuple[int, str]) -> dict | None:
+    head_seq, head_hash = head
+    if last_seq < head_seq:
+        return _bad(last_seq + 1, None, "removed", f"the chain head says {head_seq} entries were written; "
+                    f"entries {last_seq + 1}..{head_seq} are gone")
+    if last_seq > head_seq:
+        return _bad(head_seq + 1, None, "altered", f"entries after the chain head (seq {head_seq}) were added "
+                    "outside the store")
+    if last_seq and last_hash != head_hash:
+        return _bad(last_seq, last_id, "altered", "the newest entry was rewritten and re-hashed: its hash is not "
+                    "the chain head's")
+    return None
+
+
+def _anchor_problem(anchors: Sequence[Head], found: dict[int, tuple[str, str | None]],
+                    last_seq: int) -> tuple[dict | None, int, int]:
+    """(the first anchored head, in seq order, the chain no longer holds, or None; the seq up to which the
+    last matching head vouches for the chain; how many heads matched)."""
+    vouched = 0
+    for matched, anchor in enumerate(anchors):
+        if anchor.seq > last_seq:
+            return _bad(last_seq + 1, None, "removed", f"the head taken at {anchor.at} anchors seq {anchor.seq}, but "
+                        f"the chain ends at seq {last_seq}: entries {last_seq + 1}..{anchor.seq} were removed and "
+                        "the stored chain head rewound"), last_seq, matched
+        stored_hash, entry_id = found[anchor.seq]
+        if stored_hash != anchor.hash:
+            return _bad(anchor.seq, entry_id, "altered", f"its hash is not the one anchored by the head taken at "
+                        f"{anchor.at}: an entry among seq {vouched + 1}..{anchor.seq} was rewritten and the chain "
+                        "re-hashed after it"), vouched, matched
+        vouched = anchor.seq
+    return None, vouched, len(anchors)
+
+
+def _bad(seq: int, entry_id: str | None, problem: str, detail: str) -> dict:
+    return {"seq": seq, "id": entry_id, "problem": problem, "detail": detail}
+
+
+def _report(bad: dict | None, head: tuple[int, str], checked: int, anchors_checked: int = 0) -> VerifyReport:
+    return VerifyReport(ok=bad is None, checked=checked, first_bad=bad, head_seq=head[0], head_hash=head[1],
+                        anchors_checked=anchors_checked)

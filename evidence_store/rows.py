@@ -1,0 +1,50 @@
+"""Database rows <-> Record and Outcome values, the same for both dialects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from evidence_store.chain import canonical_text
+from evidence_store.records import Outcome, Record, phash_hex
+
+# Column order of SELECTs and INSERTs. `case` is an SQL keyword, hence the column name case_id.
+RECORD_COLUMNS = ("seq", "id", "created_at", "kind", "external_id", "subject", "location", "case_id", "note",
+                  "verdict", "score", "thresholds", "model_name", "model_version", "image_sha256", "image_width",
+                  "image_height", "quality", "phash", "prev_hash", "record_hash")
+OUTCOME_COLUMNS = ("seq", "id", "record_id", "created_at", "label", "note", "subject", "prev_hash", "record_hash")
+RECORD_SELECT = "SELECT " + ", ".join(RECORD_COLUMNS) + " FROM records"
+OUTCOME_SELECT = "SELECT " + ", ".join(OUTCOME_COLUMNS) + " FROM outcomes"
+
+
+def record_from_row(row, outcomes: tuple[Outcome, ...] = ()) -> Record:
+    values = dict(zip(RECORD_COLUMNS, row))
+    values["case"] = values.pop("case_id")
+    values["thresholds"] = json.loads(values["thresholds"])
+    values["quality"] = json.loads(values["quality"])
+    values["phash"] = int(values["phash"], 16)
+    return Record(**values, outcomes=outcomes)
+
+
+def record_row(record: Record) -> tuple:
+    values = asdict(record)
+    values.pop("outcomes")
+    values["case_id"] = values.pop("case")
+    # The stored JSON is the hashed JSON, so a row reads back to exactly what was hashed.
+    values["thresholds"] = canonical_text(record.thresholds)
+    values["quality"] = canonical_text(record.quality)
+    values["phash"] = phash_hex(record.phash)
+    return tuple(values[column] for column in RECORD_COLUMNS)
+
+
+def outcome_from_row(row) -> Outcome:
+    return Outcome(**dict(zip(OUTCOME_COLUMNS, row)))
+
+
+def outcome_row(outcome: Outcome) -> tuple:
+    values = asdict(outcome)
+    return tuple(values[column] for column in OUTCOME_COLUMNS)
+
+
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
