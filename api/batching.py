@@ -24,17 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from inference.predictor import MAX_BATCH, Predictor, Prepared, stacked
-
-# Model-input pixels per onnxruntime call: four 640x480 images. Measured with the demo model (640x480
-# input): the arena holds about 110 MB per image of the largest call (32 at once: 4.2 GB resident, 4 at
-# once: 0.64 GB), and on CPU 4 at once cost the same milliseconds per image as 16 at once, within noise.
-PIXELS_PER_CALL = 4 * 640 * 480
-
-
-def images_per_call(input_size: tuple[int, int], max_batch: int) -> int:
-    """Images per onnxruntime call for a model input of (width, height): PIXELS_PER_CALL worth, 1 to max_batch."""
-    return max(1, min(max_batch, PIXELS_PER_CALL // (input_size[0] * input_size[1])))
+from inference.predictor import MAX_BATCH, Predictor, Prepared, images_per_call, stacked
 
 
 @dataclass

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
-from api.batching import images_per_call
 from inference.align import NotRecognised
 from inference.classes import RETAKE
 from inference.images import IMAGE_SUFFIXES, ImageError, Limits
 from inference.layout import image_files
-from inference.predictor import MAX_BATCH, Predictor, Prepared, stacked
+from inference.predictor import MAX_BATCH, Predictor, Prepared, images_per_call, stacked
 from inference.quality import NOT_RECOGNISED
 
 

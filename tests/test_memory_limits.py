@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
-from api.batching import Batcher, images_per_call
+from api.batching import Batcher
 from api.pixel_budget import BudgetBusy, OverBudget, PixelBudget, shared_budget
 from api.settings import Settings
 from inference import images
 from inference.images import ImageError, decode_cost, load_image
-from inference.predictor import Prepared
+from inference.predictor import Prepared, images_per_call
 
 from conftest import TINY_PHOTO_SETTINGS, image_bytes
 
@@ -255,11 +255,11 @@ def photo_folder(known_photos, tmp_path):
 
 
 def test_screen_scores_in_calls_of_images_per_call(run_cli, predictor, model_path, photo_folder, monkeypatch):
-    import api.batching
+    import inference.predictor
     from inference.predictor import Predictor
 
     width, height = predictor.spec.size
-    monkeypatch.setattr(api.batching, "PIXELS_PER_CALL", 2 * width * height)  # 2 images of the model
+    monkeypatch.setattr(inference.predictor, "PIXELS_PER_CALL", 2 * width * height)  # 2 images of the model
     sizes = []
     real_scores = Predictor.scores
     monkeypatch.setattr(Predictor, "scores", lambda self, batch, *rest: sizes.append(len(batch))
