@@ -1,6 +1,6 @@
 """What the API does with photos, without HTTP: decode, check quality, score (batched), answer.
 
-Routes in api/app.py only read requests and call these.
+Routes in api/routes/ only read requests and call these.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ import numpy as np
 
 from api.batching import Batcher
 from api.errors import ApiError
+from api.evidence_fields import inspection_fields, screening_fields
 from api.pixel_budget import BudgetBusy, shared_budget
 from api.schemas import Inspection, ScreeningResult, Screenings
 from api.settings import Settings
-from evidence_store import EvidenceStore, inspection_fields, screening_fields
-from inference.align import NotRecognised
+from evidence_store import EvidenceStore
 from inference.classes import RETAKE
 from inference.images import ImageError, LoadedImage, decode_cost
 from inference.metadata import ModelFileError
-from inference.predictor import Predictor, Prepared, decoded_size
-from inference.quality import QualityReport, check, not_recognised
+from inference.pipeline import check_and_prepare, decode_and_prepare
+from inference.predictor import Predictor, decoded_size
+from inference.quality import QualityReport
 
 MB = 1024 * 1024
 MAX_ID_CHARS = 200  # a screening's caller id: a listing or seller id, not a page of text
@@ -63,24 +64,6 @@ def image_fields(data: bytes, loaded: LoadedImage) -> dict:
 def quality_fields(report: QualityReport) -> dict:
     fields = asdict(report)
     return {**fields, "reasons": list(fields["reasons"])}
-
-
-def decode_and_prepare(data: bytes, predictor: Predictor,
-                       settings: Settings) -> tuple[LoadedImage, QualityReport, Prepared | None]:
-    """-> (the decoded photo, its quality, the model input or None when it must be retaken)."""
-    return check_and_prepare(predictor.load(data, settings.limits), predictor, settings)
-
-
-def check_and_prepare(loaded: LoadedImage, predictor: Predictor,
-                      settings: Settings) -> tuple[LoadedImage, QualityReport, Prepared | None]:
-    """A decoded photo -> (it, its quality, the model input or None when it must be retaken)."""
-    quality = check(loaded.image, (loaded.width, loaded.height), settings.quality_thresholds)
-    if not quality.ok:
-        return loaded, quality, None
-    try:
-        return loaded, quality, predictor.prepare(loaded.image)
-    except NotRecognised:  # a reference model found none of its products: a guess would be worthless
-        return loaded, not_recognised(quality), None
 
 
 def decoding_cost(data: bytes, predictor: Predictor, settings: Settings) -> int:
@@ -120,7 +103,7 @@ def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings:
 def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool):
     with decode_budget(decoding_cost(data, predictor, settings), settings):
         decoded = predictor.load(data, settings.limits)
-    loaded, quality, prepared = check_and_prepare(decoded, predictor, settings)
+    loaded, quality, prepared = check_and_prepare(decoded, predictor, settings.quality_thresholds)
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
     if prepared is None:
         return Inspection(verdict=RETAKE, score=None, **answer), ForEvidence(decoded=loaded)
@@ -202,7 +185,8 @@ def _queue_one(index: int, data: bytes, ids: list[str] | None, cost: int | Image
     if isinstance(cost, ImageError):  # refused from its header already
         return _error_entry(entry, cost), None, None
     try:
-        loaded, quality, prepared = decode_and_prepare(data, predictor, settings)
+        loaded, quality, prepared = decode_and_prepare(data, predictor, settings.limits,
+                                                       settings.quality_thresholds)
     except ImageError as exc:
         return _error_entry(entry, exc), None, None
     entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from api.service import decode_and_prepare  # the service's own decode -> quality gate -> registration
 from inference.classes import CLASSES, COUNTERFEIT, GENUINE, INCONCLUSIVE, RETAKE
 from inference.images import ImageError, Limits, load_image
 from inference.layout import Sample
 from inference.metrics import roc_auc
 from inference.metrics import share as true_share
+from inference.pipeline import decode_and_prepare  # the service's own decode -> quality gate -> registration
 from inference.predictor import Predictor, Prepared, stacked
 from inference.quality import QualityThresholds
 
@@ -417,7 +417,7 @@ def judge(samples: Sequence[Sample], photos: Sequence[bytes | Outcome], predicto
 
 def _gated(data: bytes, predictor: Predictor, gate) -> Prepared | Outcome:
     try:
-        _, quality, prepared = decode_and_prepare(data, predictor, gate)
+        _, quality, prepared = decode_and_prepare(data, predictor, gate.limits, gate.quality_thresholds)
     except ImageError as exc:
         return Outcome(-1, ERROR, reasons=(exc.code,))
     return prepared if prepared is not None else Outcome(-1, RETAKE, reasons=quality.reasons)

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from evidence_store.records import KINDS, OUTCOME_LABELS, VERDICTS
 
-if TYPE_CHECKING:
-    from api.schemas import Inspection, ScreeningResult, Screenings
-
 MAX_TEXT = 1_000  # subject, location, case, external id, model name/version
 MAX_NOTE = 10_000
-
-
-def inspection_fields(inspection: Inspection) -> dict:
-    """record() keyword arguments from an api.service.inspect_photo answer."""
-    return {"kind": "inspection", "verdict": inspection.verdict, "score": inspection.score,
-            "thresholds": inspection.thresholds.model_dump(), "model_name": inspection.model.name,
-            "model_version": inspection.model.version, "quality": inspection.quality.model_dump()}
-
-
-def screening_fields(result: ScreeningResult, screenings: Screenings) -> dict:
-    """record() keyword arguments for one image of an api.service.screen_photos answer."""
-    if result.error is not None or result.quality is None:
-        raise ValueError(f"Screening image {result.index} was not scored ({result.error.code if result.error else 'no quality'}): "
-                         "there is nothing to record.")
-    return {"kind": "screening", "external_id": result.id, "verdict": result.verdict, "score": result.score,
-            "thresholds": screenings.thresholds.model_dump(), "model_name": screenings.model.name,
-            "model_version": screenings.model.version, "quality": result.quality.model_dump()}
 
 
 def screen_line_fields(line: dict, thresholds: dict, model: dict) -> dict:

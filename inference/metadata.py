@@ -54,6 +54,13 @@ class ModelMetadata:
     # Reference models (recipe "reference"): each product's genuine keypoints. A photo is registered to
     # them and resampled into its product's frame before the model sees it (inference/align.py).
     references: tuple[Reference, ...] = ()
+    # Product lines and their sides: {line: (product, ...)}, e.g. {"juice": ("juice-1", "juice-2")} for a
+    # carton's front and back, which registration tells apart as two products. Empty: not known.
+    product_lines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def line_of(self, product: str) -> str | None:
+        """The product line a product (a side) belongs to, or None when the model does not say."""
+        return next((line for line, sides in self.product_lines.items() if product in sides), None)
 
     def to_props(self) -> dict[str, str]:
         """The metadata as ONNX metadata_props: every value JSON-encoded."""
@@ -70,6 +77,8 @@ class ModelMetadata:
         }
         if self.references:
             values["references"] = references_to_json(list(self.references))
+        if self.product_lines:
+            values["product_lines"] = {line: list(sides) for line, sides in self.product_lines.items()}
         return {key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
     @classmethod
@@ -99,6 +108,7 @@ class ModelMetadata:
             "metrics": self.metrics,
             "train_config": self.train_config,
             "products": [r.product for r in self.references],  # empty: no registration (whole-frame model)
+            "product_lines": {line: list(sides) for line, sides in self.product_lines.items()},
         }
 
 
@@ -118,7 +128,24 @@ def _from_values(values: dict) -> ModelMetadata:
         train_config=dict(values.get("train_config") or {}),
         metrics=dict(values.get("metrics") or {}),
         references=tuple(references_from_json(values["references"])) if values.get("references") else (),
+        product_lines=_checked_lines(values.get("product_lines") or {},
+                                     (values.get("references") or {}).get("products", [])),
     )
+
+
+def _checked_lines(lines: dict, products: list) -> dict[str, tuple[str, ...]]:
+    """{line: sides}, each side one of the model's products and in one line only."""
+    known = set(products)
+    checked: dict[str, tuple[str, ...]] = {}
+    for line, sides in lines.items():
+        checked[str(line)] = tuple(str(side) for side in sides)
+        strangers = [side for side in checked[str(line)] if side not in known]
+        if strangers:
+            raise ValueError(f"product_lines[{line!r}] names {strangers[0]!r}, which is none of the model's products")
+    every = [side for sides in checked.values() for side in sides]
+    if len(every) != len(set(every)):
+        raise ValueError("product_lines names a product in more than one line")
+    return checked
 
 
 def _checked_temperature(value) -> float:

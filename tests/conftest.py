@@ -143,14 +143,15 @@ def known_photos(reference_data, predictor) -> dict[str, list[bytes]]:
     """reference_data's test photos (320x240 JPEGs) that the API scores rather than answer `retake` (sharp
     enough under TINY_PHOTO_SETTINGS, registered to their product) -> {"genuine": [...], "counterfeit": [...]}.
     What API tests send when they need a verdict: synth blurs some photos, and random pixels are no product."""
-    from api.service import decode_and_prepare
     from api.settings import Settings
+    from inference.pipeline import decode_and_prepare
 
     settings = Settings(**TINY_PHOTO_SETTINGS)
     found = {}
     for label in ("genuine", "counterfeit"):
         photos = [path.read_bytes() for path in sorted((reference_data / "test" / label).rglob("*.jpg"))]
-        found[label] = [photo for photo in photos if decode_and_prepare(photo, predictor, settings)[2] is not None]
+        found[label] = [photo for photo in photos if decode_and_prepare(photo, predictor, settings.limits,
+                                                                settings.quality_thresholds)[2] is not None]
         assert len(found[label]) >= 2, f"too few scored {label} photos in reference_data/test"
     return found
 

@@ -6,7 +6,8 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app, get_settings
+from api.app import create_app
+from api.deps import get_settings
 from api.settings import Settings
 
 from conftest import REFERENCE_SIZE, TINY_PHOTO_SETTINGS, image_bytes

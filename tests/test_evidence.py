@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api.evidence_fields import inspection_fields, screening_fields
 from evidence_store import (
     EvidenceStore,
     ForeignHead,
@@ -30,9 +31,7 @@ from evidence_store import (
     SchemaTooNew,
     StoreUnavailable,
     heads,
-    inspection_fields,
     open_store,
-    screening_fields,
 )
 from evidence_store import store as store_module
 from evidence_store.chain import entry_hash

@@ -11,7 +11,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-import api.app as api
+import api.routes.photos as photo_routes
 from api.app import create_app
 from api.auth import new_key
 from api.serve import server_config
@@ -68,7 +68,7 @@ def test_control_characters_in_inspection_fields_are_422_before_the_model_runs(c
     def never(*args, **kwargs):
         raise AssertionError("the model ran on a request that should have been refused")
 
-    monkeypatch.setattr(api, "inspect_photo", never)
+    monkeypatch.setattr(photo_routes, "inspect_photo", never)
     response = inspect(client, keys, **{field: text})
     assert response.status_code == 422, response.text  # was 500, after the model ran
     error = response.json()["error"]

@@ -1,6 +1,6 @@
 """HTTP routes over the evidence store: the inspection log, outcomes, linking, verification.
 
-Every inspection (and screened listing) is recorded by the scoring routes in api/app.py; these
+Every inspection (and screened listing) is recorded by the scoring routes in api/routes/photos.py; these
 routes read the log back, append confirmed outcomes and find the same goods elsewhere.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api.auth import AdminDep, InspectorDep, Principal, require
+from api.auth import AdminDep, InspectorDep
+from api.deps import SINGLE_VALUED_QUERY, AnyRoleDep, StoreDep
 from api.errors import ApiError
 from api.schemas import PlainText, error_responses
 from evidence_store import EvidenceStore, Record
@@ -23,28 +24,8 @@ from evidence_store.records import RecordKind
 from inference.classes import OutcomeLabel, Verdict
 
 router = APIRouter(tags=["evidence"])
-AnyRoleDep = Annotated[Principal, Depends(require("inspector", "screener"))]
 
 
-def get_store(request: Request) -> EvidenceStore:
-    return request.app.state.evidence
-
-
-StoreDep = Annotated[EvidenceStore, Depends(get_store)]
-
-
-def refuse_repeated_query(request: Request) -> None:
-    """422 for a query parameter given twice (?case=A&case=B): one value would silently win, and a
-    search filtered by only one of them looks like an answer to both."""
-    params = request.query_params
-    repeated = sorted(name for name in params.keys() if len(params.getlist(name)) > 1)
-    if repeated:
-        raise ApiError(422, "invalid_request", f"Query parameter `{repeated[0]}` given "
-                       f"{len(params.getlist(repeated[0]))} times: send each at most once.")
-
-
-# For routes with query parameters (all of them declare 422).
-SINGLE_VALUED_QUERY = [Depends(refuse_repeated_query)]
 # Record ids are 26 characters (evidence_store.records.new_id); longer ones cannot exist, and the
 # database never sees control characters. Anything else that is not an id simply is not found (404).
 RecordId = Annotated[PlainText, Path(max_length=64, description="the evidence record's id")]

@@ -1,0 +1,61 @@
+"""What routes depend on, as `Annotated` aliases (the FastAPI full-stack template's deps.py): the settings,
+the served model, the batcher, the evidence store, and request checks shared by several routes.
+Tests replace any of them with `app.dependency_overrides[get_x]`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, UploadFile
+
+from api.auth import Principal, require
+from api.batching import Batcher
+from api.errors import ApiError
+from api.settings import Settings
+from evidence_store import EvidenceStore
+from inference.predictor import Predictor
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_predictor(request: Request) -> Predictor:
+    predictor = request.app.state.slot.current
+    if predictor is None:
+        raise ApiError(503, "model_not_loaded", "The model is not loaded yet; retry in a few seconds.")
+    return predictor
+
+
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+def get_store(request: Request) -> EvidenceStore:
+    return request.app.state.evidence
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+StoreDep = Annotated[EvidenceStore, Depends(get_store)]
+AnyRoleDep = Annotated[Principal, Depends(require("inspector", "screener"))]
+
+
+def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes: enough to tell a too-large upload without holding all of it."""
+    return upload.file.read(max_bytes + 1)
+
+
+def refuse_repeated_query(request: Request) -> None:
+    """422 for a query parameter given twice (?case=A&case=B): one value would silently win, and a
+    search filtered by only one of them looks like an answer to both."""
+    params = request.query_params
+    repeated = sorted(name for name in params.keys() if len(params.getlist(name)) > 1)
+    if repeated:
+        raise ApiError(422, "invalid_request", f"Query parameter `{repeated[0]}` given "
+                       f"{len(params.getlist(repeated[0]))} times: send each at most once.")
+
+
+# For routes with query parameters (all of them declare 422).
+SINGLE_VALUED_QUERY = [Depends(refuse_repeated_query)]

@@ -1,0 +1,30 @@
+"""One photo's way to a model input, shared by the server, evaluation and bulk screening: decode (reduced to
+what the model and the quality gate need), the quality gate, then registration and preprocessing."""
+
+from __future__ import annotations
+
+from inference.align import NotRecognised
+from inference.images import Limits, LoadedImage
+from inference.predictor import Predictor, Prepared
+from inference.quality import QualityReport, QualityThresholds, check, not_recognised
+
+Checked = tuple[LoadedImage, QualityReport, "Prepared | None"]
+
+
+def decode_and_prepare(data: bytes, predictor: Predictor, limits: Limits = Limits(),
+                       thresholds: QualityThresholds = QualityThresholds()) -> Checked:
+    """Photo bytes -> (the decoded photo, its quality, the model input or None when it must be retaken).
+    ImageError for bytes that are no photo, or too large under `limits`."""
+    return check_and_prepare(predictor.load(data, limits), predictor, thresholds)
+
+
+def check_and_prepare(loaded: LoadedImage, predictor: Predictor,
+                      thresholds: QualityThresholds = QualityThresholds()) -> Checked:
+    """A decoded photo -> (it, its quality, the model input or None when it must be retaken)."""
+    quality = check(loaded.image, (loaded.width, loaded.height), thresholds)
+    if not quality.ok:
+        return loaded, quality, None
+    try:
+        return loaded, quality, predictor.prepare(loaded.image)
+    except NotRecognised:  # a reference model found none of its products: a guess would be worthless
+        return loaded, not_recognised(quality), None
