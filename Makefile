@@ -19,7 +19,8 @@ DEMO_RUN  := runs/demo
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
 	@echo "make test         install everything (torch included), lint (ruff) and run the tests"
-	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load, memory"
+	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load, memory,"
+	@echo "                 pipeline speed vs the previous one, bulk screening (100,000 rows, kill + resume), Ray"
 	@echo "make bench-real   the default recipe on real photos (../shared/real, when present): about 40 min"
 	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
 
@@ -65,6 +66,9 @@ bench: install-dev
 	$(PY) bench/server.py
 	$(PY) bench/similar.py
 	$(PY) bench/memory.py
+	$(PY) bench/speed.py
+	$(PY) bench/bulk.py
+	$(PY) bench/ray_screen.py
 
 # Real phone photos beside the project (development machines only): build, fit, answer, per product and kind.
 bench-real: install-dev

@@ -20,6 +20,7 @@ from api.auth_gate import AuthGateMiddleware
 from api.batching import Batcher
 from api.body_limit import MULTIPART_OVERHEAD, BodyLimitMiddleware
 from api.errors import install_error_handlers
+from api.items_service import MAX_PHOTOS as MAX_ITEM_PHOTOS
 from api.model_slot import ModelSlot, load_validated
 from api.observability import install_observability
 from api.routes import ROUTERS
@@ -71,8 +72,8 @@ async def lifespan(app: FastAPI):
 
 
 def body_limit(settings: Settings, path: str) -> int:
-    """Largest request body for a path, bytes: one photo, or a screening's worth of photos."""
-    photos = settings.max_screening_images if path == "/v1/screenings" else 1
+    """Largest request body for a path, bytes: one photo, an item's photos, or a screening's worth."""
+    photos = {"/v1/screenings": settings.max_screening_images, "/v1/items": MAX_ITEM_PHOTOS}.get(path, 1)
     return photos * settings.max_upload_bytes + MULTIPART_OVERHEAD
 
 

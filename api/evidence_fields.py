@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.schemas import Inspection, ScreeningResult, Screenings
+from api.schemas import Inspection, Item, ScreeningResult, Screenings
 
 
 def inspection_fields(inspection: Inspection) -> dict:
@@ -20,3 +20,17 @@ def screening_fields(result: ScreeningResult, screenings: Screenings) -> dict:
     return {"kind": "screening", "external_id": result.id, "verdict": result.verdict, "score": result.score,
             "thresholds": screenings.thresholds.model_dump(), "model_name": screenings.model.name,
             "model_version": screenings.model.version, "quality": result.quality.model_dump()}
+
+
+def item_photo_fields(photo: Inspection, item_id: str) -> dict:
+    """record() keyword arguments for one photo of an item (api.items_service), kept under the item's id."""
+    return {**inspection_fields(photo), "kind": "item_photo", "external_id": item_id}
+
+
+def item_fields(item: Item, item_id: str) -> dict:
+    """record() keyword arguments for the item's own verdict; `quality` carries why it was retaken."""
+    quality = {"ok": item.reason is None, "reasons": [item.reason] if item.reason else [], "message": item.message,
+               "combination": item.combination, "missing_sides": item.missing_sides, "photos": len(item.photos)}
+    return {"kind": "item", "external_id": item_id, "verdict": item.verdict, "score": item.score,
+            "thresholds": item.thresholds.model_dump(), "model_name": item.model.name,
+            "model_version": item.model.version, "quality": quality}

@@ -73,6 +73,9 @@ class Inspection(BaseModel):
                                 "the size of the photo as scored")
     id: str | None = Field(None, description="the evidence record: GET /v1/inspections/{id}")
     recorded_at: str | None = Field(None, description="UTC time the record was stored")
+    product: str | None = Field(None, description="the catalogue product (side) the photo was recognised as: "
+                                "show its reference image (GET /v1/model `catalogue`) beside the photo; None when "
+                                "the photo was not registered (retake) or the model has no catalogue")
 
     model_config = {
         "json_schema_extra": {
@@ -93,6 +96,32 @@ class Inspection(BaseModel):
     }
 
 
+class ItemPhoto(Inspection):
+    product: str | None = Field(None, description="the catalogue product (side) the photo was registered to; "
+                                "None when it was not scored")
+
+
+class Item(BaseModel):
+    """Several photos of one item, one verdict (POST /v1/items)."""
+
+    id: str | None = Field(None, description="the item: GET /v1/items/{id}; its photos are kept under it")
+    verdict: Verdict = Field(description="retake: see `reason` and `message` for what to photograph")
+    score: float | None = Field(None, ge=0, le=1, description="calibrated probability that the item is "
+                                "counterfeit, combined from its photos (see `combination`)")
+    thresholds: ThresholdsOut
+    model: ModelRef
+    combination: Literal["calibrated", "worst_photo"] = Field(
+        description="calibrated: a fit on val items stored in the model file; worst_photo: the item is "
+                    "scored as its highest-scoring photo (the model has no item calibration)")
+    reason: Literal["photo_retake", "mixed_products", "missing_side"] | None = Field(
+        None, description="why the item must be retaken (verdict retake)")
+    message: str = Field(description="what to do, for the person holding the phone")
+    missing_sides: list[str] = Field(default_factory=list, description="sides the catalogue lists for this "
+                                     "product that no photo shows")
+    photos: list[ItemPhoto] = Field(description="each photo's own answer, in the order sent")
+    recorded_at: str | None = Field(None, description="UTC time the item was stored")
+
+
 class ScreeningResult(BaseModel):
     index: int = Field(description="position of the image in the request")
     id: str | None = Field(None, description="the caller's id for this image (listing or seller id), if sent")
@@ -102,6 +131,7 @@ class ScreeningResult(BaseModel):
     quality: Quality | None = None
     error: "ErrorBody | None" = Field(None, description="why this image could not be scored; the others still are")
     record_id: str | None = Field(None, description="the evidence record of this image, when screenings are kept")
+    product: str | None = Field(None, description="the catalogue product (side) the photo was recognised as")
 
 
 class Screenings(BaseModel):

@@ -57,6 +57,11 @@ def model_fields(predictor: Predictor) -> dict:
             "model": {"name": meta.name, "version": meta.version}}
 
 
+def recognised_product(predictor: Predictor, prepared) -> str | None:
+    """The catalogue product a prepared photo was registered to (reference models), else None."""
+    return predictor.metadata.references[prepared.product].product if predictor.aligns else None
+
+
 def image_fields(data: bytes, loaded: LoadedImage) -> dict:
     return {"sha256": hashlib.sha256(data).hexdigest(), "width": loaded.width, "height": loaded.height}
 
@@ -107,6 +112,7 @@ def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Sett
     answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
     if prepared is None:
         return Inspection(verdict=RETAKE, score=None, **answer), ForEvidence(decoded=loaded)
+    answer["product"] = recognised_product(predictor, prepared)
     if explain:
         try:
             score, heatmap_png, embedding = predictor.explain(prepared)
@@ -192,6 +198,7 @@ def _queue_one(index: int, data: bytes, ids: list[str] | None, cost: int | Image
     entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))
     if prepared is None:
         return {**entry, "verdict": RETAKE}, loaded, None
+    entry["product"] = recognised_product(predictor, prepared)
     return entry, loaded, batcher.submit(predictor, prepared)
 
 

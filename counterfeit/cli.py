@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from counterfeit import __version__
+from counterfeit.catalogue_commands import cmd_catalogue_add, cmd_catalogue_list, cmd_catalogue_remove
 from counterfeit.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from counterfeit.evidence_commands import (
     cmd_evidence_export,
@@ -110,16 +111,35 @@ def _add_export(sub) -> None:
 
 
 def _add_screen(sub) -> None:
-    about = ("score image files and folders; one JSON line per image, progress on stderr "
-             "(exit 0; 1 when every file failed; 2 for bad arguments)")
+    about = ("score image files and folders, or a listing manifest (.csv, .jsonl, .parquet: an id and an image "
+             "location per row); one row per image, progress on stderr "
+             "(exit 0; 1 when every image failed; 2 for bad arguments)")
     p = sub.add_parser("screen", help=about, description=about)
-    p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
+    p.add_argument("paths", nargs="+", type=Path,
+                   help="image files and folders (searched recursively), or one manifest (by its suffix)")
     p.add_argument("--model", type=Path, help="MODEL.onnx (default: COUNTERFEIT_MODEL_PATH or the demo model)")
-    p.add_argument("--output", type=Path, help="write JSON lines to this file (written whole, or not at all) "
-                   "instead of stdout")
+    p.add_argument("--output", type=Path, help="folders: write JSON lines to this file (written whole, or not at "
+                   "all) instead of stdout. Manifests: OUT.jsonl or OUT.parquet (a folder of part files); "
+                   "rerun with the same output to resume: ids already there for this model version are skipped")
     p.add_argument("--record", action="store_true",
                    help="also keep every image screened (scored, or retake) in the evidence log "
-                   "(COUNTERFEIT_DATA_DIR / COUNTERFEIT_DATABASE_URL)")
+                   "(COUNTERFEIT_DATA_DIR / COUNTERFEIT_DATABASE_URL); folders only")
+    bulk = p.add_argument_group("manifests")
+    bulk.add_argument("--id-column", default="id", help="the manifest's id column (default: id)")
+    bulk.add_argument("--image-column", default="image", help="the manifest's image column: a path (relative "
+                      "to the manifest's folder), file://, http(s):// or an fsspec URL (default: image)")
+    bulk.add_argument("--threads", type=int, default=2, help="photos fetched and decoded at once (default 2)")
+    bulk.add_argument("--cache", type=int, default=4096, metavar="N",
+                      help="answers kept for photos repeated in the manifest, by sha256 (default 4096; 0: none)")
+    bulk.add_argument("--per-host", type=int, default=4, help="concurrent HTTP requests per host (default 4)")
+    bulk.add_argument("--http-timeout", type=float, default=15.0, help="seconds per HTTP attempt (default 15)")
+    bulk.add_argument("--part-rows", type=int, default=1024, metavar="N",
+                      help="Parquet output: rows per part file, the most a kill can lose (default 1024)")
+    bulk.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                      help="screen on a Ray cluster (the 'ray' extra): ADDRESS, or RAY_ADDRESS, or a local Ray; "
+                      "writes --output OUT.parquet. Put it after the manifest, or write --ray=ADDRESS")
+    bulk.add_argument("--workers", type=int, default=2,
+                      help="Ray: actors screening at once, each with its own copy of the model (default 2)")
     p.set_defaults(run=cmd_screen)
 
 
@@ -139,6 +159,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="NEW.onnx to write")
     p.add_argument("--target-precision", type=float, help="precision each decided verdict must reach "
                    "(default: the model's training target)")
+    p.add_argument("--items", action="store_true", help="also fit how POST /v1/items combines an item's "
+                   "photos, on items formed from each product folder's photos (counterfeit items: one side edited)")
     p.set_defaults(run=cmd_calibrate)
 
 
@@ -223,12 +245,42 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(run=cmd_evaluate)
 
 
+def _add_catalogue(sub) -> None:
+    catalogue = sub.add_parser("catalogue", help="the products a reference model knows: list, add, remove")
+    actions = catalogue.add_subparsers(dest="catalogue_command", required=True, metavar="COMMAND", parser_class=Parser)
+    p = actions.add_parser("list", help="the model's products, their product lines, photo counts, reference images")
+    p.add_argument("model", type=Path, help="MODEL.onnx")
+    p.set_defaults(run=cmd_catalogue_list)
+    p = actions.add_parser("add", help="add one product from its genuine photos without refitting the others "
+                           "(their scores stay identical)")
+    p.add_argument("model", type=Path, help="MODEL.onnx (a reference model)")
+    p.add_argument("--product", required=True, help="the new product's name")
+    p.add_argument("--photos", required=True, type=existing_folder,
+                   help="folder of genuine photos of its front, filling most of the frame (at least 3; 10 or more "
+                   "reach the target precision more often)")
+    p.add_argument("--artwork", type=Path, help="the printed artwork (print file or clean image of the design) "
+                   "as its reference, instead of the best of its photos")
+    p.add_argument("--line", help="the product line it is a side of (default: its own name)")
+    p.add_argument("--standardisation", choices=("own", "shared"), default="own",
+                   help="its score standardisation: own (default; from its photos, each scored by statistics "
+                   "fitted without it) or shared (the model's, fitted on the training's val genuines)")
+    p.add_argument("--out", required=True, type=Path, help="NEW.onnx to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(run=cmd_catalogue_add)
+    p = actions.add_parser("remove", help="remove one product; the others' scores stay identical")
+    p.add_argument("model", type=Path, help="MODEL.onnx (a reference model)")
+    p.add_argument("--product", required=True, help="the product to remove")
+    p.add_argument("--out", required=True, type=Path, help="NEW.onnx to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(run=cmd_catalogue_remove)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="counterfeit", description="Tell genuine products from counterfeits by their photos.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for add in (_add_synth, _add_data, _add_train, _add_export, _add_calibrate, _add_evaluate, _add_screen,
-                _add_serve, _add_keys, _add_evidence):
+                _add_serve, _add_keys, _add_evidence, _add_catalogue):
         add(sub)
     return parser
 

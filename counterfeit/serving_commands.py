@@ -27,8 +27,11 @@ def _predictor(model_path: Path | None):
 
 def cmd_screen(args) -> int:
     """Exit 0, or 1 when there were files and every one failed (the lines say why), 2 for bad arguments."""
+    from evaluation.manifest import manifest_format
     from evaluation.screen import find_images, screen_files, write_jsonl
 
+    if any(manifest_format(path) and not path.is_dir() for path in args.paths):
+        return _screen_manifest(args)
     try:
         files = find_images(args.paths)
     except FileNotFoundError as exc:
@@ -45,6 +48,96 @@ def cmd_screen(args) -> int:
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no images"
     print(f"screened {len(files)} files: {summary}", file=sys.stderr)
     return 1 if files and counts.get("error", 0) == len(files) else 0
+
+
+def _screen_manifest(args) -> int:
+    """`counterfeit screen MANIFEST`: locally, or on Ray with --ray. Problems with the manifest, the output
+    or a missing extra exit 2 with one line; a bad row is only a row with an error."""
+    from evaluation.bulk_output import OutputError
+    from evaluation.manifest import ManifestError, MissingExtra
+
+    if len(args.paths) > 1:
+        raise CliError("give one manifest, or image files and folders: not both, nor several manifests")
+    if args.record:
+        raise CliError("--record works with folders and image files; screen a manifest without it")
+    try:
+        return _screen_on_ray(args) if args.ray is not None else _screen_manifest_locally(args)
+    except (ManifestError, MissingExtra, OutputError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _screen_manifest_locally(args) -> int:
+    from api.settings import Settings
+    from evaluation.bulk import AnswerCache, Screener, local_fetcher, not_done, screen_rows
+    from evaluation.bulk_output import open_output
+    from evaluation.manifest import count_rows, read_rows
+
+    manifest, settings, predictor = args.paths[0], Settings(), _predictor(args.model)
+    output = open_output(args.output, args.part_rows)
+    done = output.done_ids(predictor.metadata.version)
+    total, skipped = count_rows(manifest, args.id_column, args.image_column, done)
+    fetcher = local_fetcher(manifest, settings.limits, timeout_s=args.http_timeout, per_host=args.per_host)
+    screener = Screener(predictor, fetcher, limits=settings.limits, thresholds=settings.quality_thresholds,
+                        cache=AnswerCache(args.cache), threads=args.threads)
+    rows = not_done(read_rows(manifest, args.id_column, args.image_column), done)
+    try:
+        counts = _write_batches(screen_rows(rows, screener), output, _manifest_progress(total, skipped))
+    finally:
+        screener.close()
+    return _manifest_summary(counts, skipped, args.output)
+
+
+def _write_batches(batches, output, progress) -> dict[str, int]:
+    """Write each batch of rows as it comes; -> rows per verdict (and 'error'). The output is closed (its
+    last rows written) also on Ctrl-C."""
+    counts: dict[str, int] = {}
+    try:
+        with progress:
+            for rows in batches:
+                output.write(rows)
+                for row in rows:
+                    key = "error" if row["error"] else row["verdict"]
+                    counts[key] = counts.get(key, 0) + 1
+                progress.update(len(rows))
+    finally:
+        output.close()
+    return counts
+
+
+def _manifest_progress(total: int, skipped: int):
+    """Progress over the whole manifest, starting at the rows already done: rate and ETA count only the
+    rows screened in this run."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=skipped, unit="photo", desc="screen", file=sys.stderr, smoothing=0)
+
+
+def _manifest_summary(counts: dict[str, int], skipped: int, output: Path | None) -> int:
+    screened = sum(counts.values())
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing new"
+    print(f"screened {screened} rows: {summary}; {skipped} skipped (already in {output})"
+          if skipped else f"screened {screened} rows: {summary}", file=sys.stderr)
+    return 1 if screened and counts.get("error", 0) == screened else 0
+
+
+def _screen_on_ray(args) -> int:
+    from evaluation.ray_screen import RayOptions, screen_on_ray
+
+    if args.output is None or args.output.suffix.lower() != ".parquet":
+        raise CliError("--ray writes Parquet: give --output OUT.parquet (a folder of part files)")
+    model = args.model or _default_model_path()
+    _predictor(model)  # a bad model file is one line here, not a failure in every Ray worker
+    options = RayOptions(id_column=args.id_column, image_column=args.image_column, cache=args.cache,
+                         threads=args.threads, per_host=args.per_host, http_timeout_s=args.http_timeout,
+                         workers=args.workers)
+    counts, skipped = screen_on_ray(args.paths[0], model, args.output, args.ray or None, options)
+    return _manifest_summary(counts, skipped, args.output)
+
+
+def _default_model_path() -> Path:
+    from api.settings import Settings
+
+    return Path(Settings().model_path)
 
 
 def _with_progress(records, total: int):

@@ -179,11 +179,17 @@ def cmd_calibrate(args) -> int:
     if args.target_precision is not None and not 0.5 <= args.target_precision < 1:
         raise CliError(f"--target-precision must be in [0.5, 1), got {args.target_precision}")
     try:
-        meta = calibrate.recalibrate(args.model, args.data, args.out, args.target_precision)
+        meta = calibrate.recalibrate(args.model, args.data, args.out, args.target_precision,
+                                     items=getattr(args, "items", False))
     except (ValueError, ModelFileError) as exc:
         raise CliError(str(exc)) from exc
     print(f"wrote {args.out} (version {meta.version}): temperature {meta.temperature:.3f}, "
           f"thresholds low {meta.thresholds.low:.4f} high {meta.thresholds.high:.4f}", file=sys.stderr)
+    if "item_combiner" in meta.metrics:
+        rule = meta.metrics["item_combiner"]
+        print(f"items: score = sigmoid({rule['weight_max']:.3f} x max photo logit + {rule['weight_mean']:.3f} x "
+              f"mean photo logit + {rule['bias']:.3f}), fitted on {rule['items']} val items; item thresholds "
+              f"low {rule['thresholds']['low']:.4f} high {rule['thresholds']['high']:.4f}", file=sys.stderr)
     for problem in meta.metrics.get("warnings", []):
         print(f"warning: {problem}", file=sys.stderr)
     return 0

@@ -12,8 +12,11 @@ from typing import Literal
 # store's checks, evidence_store.fields).
 from inference.classes import OUTCOME_LABELS, VERDICTS  # noqa: F401
 
-KINDS = ("inspection", "screening")
-RecordKind = Literal["inspection", "screening"]  # = KINDS, for the API's query parameter
+# An item (POST /v1/items): each photo is an "item_photo" record and the item's own verdict an "item"
+# record (its image: the item's first photo), all with the item's id as external_id; outcomes go on the
+# "item" record.
+KINDS = ("inspection", "screening", "item", "item_photo")
+RecordKind = Literal["inspection", "screening", "item", "item_photo"]  # = KINDS, for the API's query parameter
 PROBLEMS = ("altered", "removed", "image_changed", "image_missing")
 # What verify does not check, and why that is acceptable: said in every report.
 NOT_COVERED = ("embeddings and similarity fingerprints (perceptual hashes, thumbnails): derived data, recomputable "

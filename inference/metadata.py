@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from inference.align import Reference, references_from_json, references_to_json
+from inference.catalogue import catalogue_entries, checked_catalogue
 from inference.classes import CLASSES
 from inference.preprocess import PreprocessSpec
 
@@ -57,6 +58,9 @@ class ModelMetadata:
     # Product lines and their sides: {line: (product, ...)}, e.g. {"juice": ("juice-1", "juice-2")} for a
     # carton's front and back, which registration tells apart as two products. Empty: not known.
     product_lines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per product, what the catalogue knows (inference/catalogue.py): {"photos": genuine photos fitted from,
+    # "reference_image": a small JPEG data: URI of its reference}. Either may be absent; empty: not known.
+    catalogue: dict[str, dict] = field(default_factory=dict)
 
     def line_of(self, product: str) -> str | None:
         """The product line a product (a side) belongs to, or None when the model does not say."""
@@ -79,6 +83,8 @@ class ModelMetadata:
             values["references"] = references_to_json(list(self.references))
         if self.product_lines:
             values["product_lines"] = {line: list(sides) for line, sides in self.product_lines.items()}
+        if self.catalogue:
+            values["catalogue"] = self.catalogue
         return {key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
     @classmethod
@@ -109,10 +115,14 @@ class ModelMetadata:
             "train_config": self.train_config,
             "products": [r.product for r in self.references],  # empty: no registration (whole-frame model)
             "product_lines": {line: list(sides) for line, sides in self.product_lines.items()},
+            "catalogue": catalogue_entries(self),  # per product: line, photos, reference_image (data: URI)
         }
 
 
 def _from_values(values: dict) -> ModelMetadata:
+    if (values.get("product_lines") or values.get("catalogue")) and not values.get("references"):
+        raise ValueError("it names products (product_lines, catalogue) but carries no references, which the "
+                         "model's 'product' input is the index of: export the model again")
     if values["format"] != FORMAT:
         raise ValueError(f"format is {values['format']!r}, this software reads {FORMAT!r}")
     classes = tuple(str(c) for c in values["classes"])
@@ -130,6 +140,8 @@ def _from_values(values: dict) -> ModelMetadata:
         references=tuple(references_from_json(values["references"])) if values.get("references") else (),
         product_lines=_checked_lines(values.get("product_lines") or {},
                                      (values.get("references") or {}).get("products", [])),
+        catalogue=checked_catalogue(values.get("catalogue") or {},
+                                    (values.get("references") or {}).get("products", [])),
     )
 
 

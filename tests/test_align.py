@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.align import MIN_INLIERS, Reference, best_match, match
+from inference.align import MIN_INLIERS, RATIO, Reference, best_match, candidates, match
 
 TRUE_HOMOGRAPHY = np.array([[0.9, -0.2, 30.0], [0.15, 1.05, -12.0], [1e-4, -2e-4, 1.0]])
 
@@ -66,3 +66,67 @@ def test_best_match_picks_the_product_with_most_inliers_and_none_below_the_minim
     few = crafted_reference(rng, count=MIN_INLIERS - 1, name="few")
     assert best_match(*photographed(few, rng), [few]) is None
     assert match(few, points[:3], descriptors[:3])[0] is None  # too few keypoints for any homography
+
+
+def opencv_ratio_matches(reference: Reference, descriptors: np.ndarray) -> list[tuple[int, int]]:
+    """The matches as registration found them before issue 15: OpenCV's brute-force matcher, ratio test."""
+    import cv2
+
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(reference.descriptors, descriptors, k=2)
+    return sorted((p[0].queryIdx, p[0].trainIdx) for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance)
+
+
+def test_the_matrix_matcher_finds_exactly_the_brute_force_matches_on_sift_like_descriptors():
+    """SIFT descriptors hold whole numbers 0..255: squared distances from one matrix product are exact, so
+    the ratio test keeps the very pairs OpenCV's brute-force matcher keeps, borderline ones included."""
+    rng = np.random.default_rng(4)
+    reference = Reference("a", rng.uniform(0, 300, (300, 2)).astype(np.float32),
+                          rng.integers(0, 256, (300, 128)).astype(np.float32))
+    # Each of 200 reference keypoints seen twice, the second copy 0.8-1.6x as far off: ratios around RATIO.
+    near = reference.descriptors[:200] + rng.integers(-30, 31, (200, 128))
+    decoy = reference.descriptors[:200] + rng.integers(-30, 31, (200, 128)) * rng.uniform(0.8, 1.6, (200, 1))
+    descriptors = np.clip(np.rint(np.r_[near, decoy, rng.integers(0, 256, (150, 128))]), 0, 255).astype(np.float32)
+    found = candidates(reference, np.zeros((len(descriptors), 2), np.float32), descriptors)
+    expected = opencv_ratio_matches(reference, descriptors)
+    assert 30 < len(expected) < 170  # the ratio test does decide here
+    assert sorted(zip(found.mine.tolist(), found.theirs.tolist())) == expected
+
+
+def exhaustive_best(points, descriptors, references) -> tuple[int, int] | None:
+    """(product, inliers) trying every product in order, the first of equals: best_match before issue 15."""
+    best = None
+    for index, reference in enumerate(references):
+        homography, agreeing = match(reference, points, descriptors)
+        if homography is not None and len(agreeing) >= MIN_INLIERS and (best is None or len(agreeing) > best[1]):
+            best = (index, len(agreeing))
+    return best
+
+
+def test_best_match_skips_hopeless_products_but_answers_as_trying_all_in_order():
+    rng = np.random.default_rng(5)
+    shown = crafted_reference(rng, name="shown")
+    half = Reference("half", shown.points[:25], shown.descriptors[:25])  # fewer matches: cannot win
+    others = [crafted_reference(rng, name=f"other-{i}") for i in range(4)]
+    points, descriptors = photographed(shown, rng)
+    for references in ([*others, half, shown], [shown, half, *others], [half, *others]):
+        found = best_match(points, descriptors, references)
+        assert (found.product, found.inliers) == exhaustive_best(points, descriptors, references)
+    twin = Reference("twin", shown.points.copy(), shown.descriptors.copy())  # as many inliers: first listed wins
+    assert best_match(points, descriptors, [others[0], twin, shown]).product == 1
+    assert best_match(points, descriptors, [others[0], shown, twin]).product == 1
+
+
+def test_a_product_with_fewer_matches_still_wins_a_tie_on_inliers_when_listed_first():
+    """Pruning bounds a product by its ratio-test matches, not by the winner's: one with as many matches as
+    the best has inliers may still tie it, and then the product listed first wins."""
+    rng = np.random.default_rng(6)
+    shown = crafted_reference(rng, name="shown")
+    points, descriptors = photographed(shown, rng)
+    unmatched = np.setdiff1d(np.arange(len(points)), candidates(shown, points, descriptors).theirs)[:5]
+    # The same product plus 5 keypoints that match background keypoints at the wrong places: 45 matches, 40 inliers.
+    padded = Reference("padded", np.r_[shown.points, rng.uniform(0, 50, (5, 2)).astype(np.float32)],
+                       np.r_[shown.descriptors, descriptors[unmatched]])
+    references = [Reference("twin", shown.points.copy(), shown.descriptors.copy()), padded]
+    found = best_match(points, descriptors, references)
+    assert len(candidates(padded, points, descriptors).mine) == len(shown.points) + 5
+    assert (found.product, found.inliers) == exhaustive_best(points, descriptors, references) == (0, len(shown.points))

@@ -120,7 +120,15 @@ def metadata_from_checkpoint(checkpoint: dict, config) -> ModelMetadata:
         train_config=config.to_dict(),
         metrics={**(checkpoint.get("metrics") or {}), **_warnings(calibration)},
         references=tuple(references_from_json(checkpoint["references"])) if checkpoint.get("references") else (),
+        **_catalogue(checkpoint),
     )
+
+
+def _catalogue(checkpoint: dict) -> dict:
+    """The product lines and per-product catalogue entries a reference fit saved (none in older checkpoints)."""
+    saved = checkpoint.get("catalogue") or {}
+    return {"product_lines": {line: tuple(sides) for line, sides in (saved.get("product_lines") or {}).items()},
+            "catalogue": dict(saved.get("products") or {})}
 
 
 def _warnings(calibration: dict) -> dict:

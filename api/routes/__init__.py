@@ -1,5 +1,5 @@
 """The API's routes, one module per part of the product; create_app includes ROUTERS in this order."""
 
-from api.routes import evidence, model, operations, photos
+from api.routes import evidence, items, model, operations, photos
 
-ROUTERS = [photos.router, model.router, operations.router, evidence.router]
+ROUTERS = [photos.router, items.router, model.router, operations.router, evidence.router]

@@ -50,6 +50,7 @@ let recentRequest = 0;      // only the newest recent-list request may draw (ans
 let photoShown = 0;         // counts photos shown, so a late heatmap of an earlier photo is not drawn
 let overlayReady = false;   // the canvas holds the heatmap of the photo on screen
 let verdictRecordId = null; // the evidence record of the verdict on screen; null: nothing to record against
+let catalogue = new Map();  // product -> {product, line, reference_image}: GET /v1/model, on load
 
 
 /* ---------- storage: localStorage can throw (private mode, quota, disabled), never let that break the page */
@@ -263,6 +264,7 @@ async function checkServer() {
   const line = $("connection");
   try {
     const model = await api("/v1/model");
+    catalogue = new Map((model.catalogue || []).map((entry) => [entry.product, entry]));
     line.dataset.state = "ok";
     line.textContent = `Connected · model ${model.name || ""}`.trim();
     if (!stored(STORE.key)) {  // answered without a key: this server runs open, nothing to enter
@@ -434,6 +436,7 @@ function showResult(result, file) {
   showScore(result);
   showPhoto(result, file);
   showFacts(result);
+  showProduct(result.product);
   // After a retake or an unclear answer the next step is another photo of the same item: say so.
   const again = verdict === "retake" || verdict === "inconclusive";
   $("next-photo-text").textContent = verdict === "retake" ? "Take the photo again"
@@ -483,6 +486,17 @@ function showScore(result) {
   $("meter-mark").style.left = `${Math.min(Math.max(result.score, 0), 1) * 100}%`;
   $("score-thresholds").textContent =
     `Genuine up to ${formatScore(low)}, counterfeit from ${formatScore(high)}, inconclusive between.`;
+}
+
+// The product a reference model recognised, beside its reference image from GET /v1/model's catalogue.
+function showProduct(product) {
+  const entry = product ? catalogue.get(product) : null;
+  $("product-match").hidden = !product;
+  $("product-name").textContent = product || "";
+  const image = $("product-reference");
+  image.hidden = !(entry && entry.reference_image);
+  image.src = entry && entry.reference_image ? entry.reference_image : "";
+  image.alt = product ? `The model's reference for ${product}` : "";
 }
 
 function showFacts(result) {

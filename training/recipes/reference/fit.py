@@ -36,6 +36,7 @@ from inference.align import (
     warp,
 )
 from inference.calibration import calibrate, calibration_problems
+from inference.catalogue import line_sides, thumbnail_data_uri
 from inference.classes import COUNTERFEIT
 from inference.layout import DataError, Sample, list_split
 from inference.metrics import roc_auc
@@ -68,9 +69,12 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
                                                                disable=not progress, leave=False)]
                  for folder, frames in by_folder.items()}  # found once per photo, used by every step below
     groups, folders = registration_groups(described)
-    references = [_reference(product, [described[folders[product]][i] for i in group])
-                  for product, group in groups.items()]
+    chosen = {product: best_reference(product, [described[folders[product]][i] for i in group])
+              for product, group in groups.items()}  # {product: (index in its group, reference)}
+    references = [reference for _, reference in chosen.values()]
     registered = _register_genuines(by_folder, described, references, [folders[p] for p in groups])
+    reference_frames = {product: by_folder[folders[product]][groups[product][index]]
+                        for product, (index, _) in chosen.items()}
     model = ReferenceModel(len(references), config.image_size, spec.mean, spec.std)
     fit_statistics(model, dict(zip(groups, registered)), spec, progress)
     left_out = sum(len(frames) for frames in by_folder.values()) - sum(len(frames) for frames in registered)
@@ -79,7 +83,8 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
     metrics.update(train_genuines_left_out=left_out, val_not_recognised=val_left_out,
                    products=list(groups))
     save_checkpoint(out / "checkpoint.pt", model, config, references=references_to_json(references),
-                    calibration=calibration, metrics=metrics)
+                    calibration=calibration, metrics=metrics,
+                    catalogue=_catalogue(reference_frames, [len(frames) for frames in registered], folders))
     (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, **metrics}) + "\n")
     metadata = export_checkpoint(out / "checkpoint.pt", out / "model.onnx")
     return {"best": {"epoch": 1, **metrics}, "model": str(out / "model.onnx"), "version": metadata.version,
@@ -135,10 +140,18 @@ def _inliers(reference: Reference, described: tuple[np.ndarray, np.ndarray]) -> 
     return 0 if homography is None else len(agreeing)
 
 
-def _reference(product: str, photos: list[tuple[np.ndarray, np.ndarray]]) -> Reference:
+def _catalogue(frames: dict[str, Image.Image], photos: list[int], folders: dict[str, str]) -> dict:
+    """What the model file's catalogue says (inference/catalogue.py): each product's reference frame as a
+    small JPEG, the train genuines its statistics come from, and the product lines (folder -> sides)."""
+    return {"product_lines": {line: list(sides) for line, sides in line_sides(folders).items()},
+            "products": {product: {"photos": count, "reference_image": thumbnail_data_uri(frame)}
+                         for (product, frame), count in zip(frames.items(), photos)}}
+
+
+def best_reference(product: str, photos: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, Reference]:
     """Of the first CANDIDATES photos (keypoints), the one whose keypoints the product's other genuines
     confirm most (RANSAC inliers in at least CONFIRMED of them), with only those keypoints: print, not
-    background, which would attract photos of other products."""
+    background, which would attract photos of other products -> (its index, the reference)."""
     described = photos[: MASK_PHOTOS + 1]
     best = None
     for index in range(min(CANDIDATES, len(described))):
@@ -155,8 +168,8 @@ def _reference(product: str, photos: list[tuple[np.ndarray, np.ndarray]]) -> Ref
             keep = np.ones(len(points), bool)
         support = int(confirmed[keep].sum())
         if best is None or support > best[0]:
-            best = (support, Reference(product, points[keep], descriptors[keep]))
-    return best[1]
+            best = (support, index, Reference(product, points[keep], descriptors[keep]))
+    return best[1], best[2]
 
 
 def _register_genuines(by_folder: dict[str, list[Image.Image]], described: dict[str, list], references: list[Reference],
@@ -185,7 +198,8 @@ def _calibrate(model: ReferenceModel, val: list[Prepared], labels: np.ndarray,
     genuine = raw[torch.from_numpy(labels == 0)]
     model.centre.copy_(genuine.mean(0))
     model.spread.copy_(genuine.std(0) + 1e-6)
-    fused = ((raw - model.centre) / model.spread).amax(1).numpy().astype(np.float64)
+    # One standardisation for all val genuines, copied to every product's row (model.py).
+    fused = ((raw - model.centre[0]) / model.spread[0]).amax(1).numpy().astype(np.float64)
     scale, shift = logistic_fit(fused, labels)
     model.scale.fill_(scale)
     model.shift.fill_(shift)

@@ -16,6 +16,11 @@ on the steady print); the colour check fits the photo's light itself. The hue ch
 photo's hue histogram over the print with the genuines' (`hue_reference`, hue.py). The photo's
 score is the largest squared z-score of each of the three maps and the hue distance, each standardised on
 the val genuines (log scale) and fused by max; `scale`/`shift` map it to a logit.
+
+The standardisation (`centre`, `spread`) is held per product, (products, 4): training fills every row with
+the one standardisation of all val genuines, and `counterfeit catalogue add` gives a product added later
+its own row (training/catalogue.py), so that adding one leaves the others' scores bit for bit as they were.
+`scale`/`shift`, temperature and thresholds stay shared. Older files with one shared row load as before.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ PIXEL_POOL = 2  # pixel statistics on 2x2 means: a one-pixel registration error 
 FEATURE_EPS = 1e-3  # added to feature spreads (units of Lite0 activations)
 PIXEL_EPS = 0.02  # added to pixel spreads (fraction of full scale): JPEG and sensor noise
 SCORES = ("features", "pixels", "colour", "hue")  # the raw scores, in the order of `centre` and `spread`
+# The buffers indexed by the `product` input, first axis = product: what `counterfeit catalogue add/remove`
+# grows or shrinks (training/catalogue.py). Every other buffer is shared by all products.
+PER_PRODUCT_BUFFERS = ("feature_mean", "feature_std", "pixel_mean", "pixel_std", "gain_mask", "scored", "template",
+                       "print_mask", "window_spread", "colour_scored", "light", "hue_reference", "centre", "spread")
+SHARED_BUFFERS = ("scale", "shift")  # fitted on val for all products at training; kept as they are after
 
 
 class ReferenceModel(nn.Module):
@@ -61,8 +71,8 @@ class ReferenceModel(nn.Module):
         self.register_buffer("hue_reference", torch.full((products, HUE_BINS), 1 / HUE_BINS))  # genuines' mean
         self.register_buffer("hue_directions", bin_directions(), persistent=False)
         self.register_buffer("light_basis", light_basis(*pixels), persistent=False)  # a function of the size
-        self.register_buffer("centre", torch.zeros(len(SCORES)))  # of the val genuines' log scores
-        self.register_buffer("spread", torch.ones(len(SCORES)))
+        self.register_buffer("centre", torch.zeros(products, len(SCORES)))  # of the val genuines' log scores
+        self.register_buffer("spread", torch.ones(products, len(SCORES)))
         self.register_buffer("scale", torch.ones(()))  # logit = scale * fused + shift (fitted on val)
         self.register_buffer("shift", torch.zeros(()))
 
@@ -109,17 +119,27 @@ class ReferenceModel(nn.Module):
 
     def forward(self, image: torch.Tensor, product: torch.Tensor):
         maps, features, hue = self.z_maps(image, product)
-        fused = ((_raw(maps, hue) - self.centre) / self.spread).amax(1)
+        fused = ((_raw(maps, hue) - self.centre[product]) / self.spread[product]).amax(1)
         half = (self.scale * fused + self.shift) / 2  # softmax of (-half, half) = sigmoid(logit)
         pooled = features.mean((2, 3))
         embedding = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return torch.stack([-half, half], 1), self.heatmap(maps), embedding
+        return torch.stack([-half, half], 1), self.heatmap(maps, product), embedding
 
-    def heatmap(self, maps: list[torch.Tensor]) -> torch.Tensor:
+    def heatmap(self, maps: list[torch.Tensor], product: torch.Tensor) -> torch.Tensor:
         """(N, h8, w8): feature and colour evidence, each in units of a typical genuine's peak (exp(centre))."""
         feature_z, _, colour_z = maps
         colour_cells = F.max_pool2d(colour_z.unsqueeze(1), STRIDE // PIXEL_POOL).squeeze(1)
-        return torch.maximum(feature_z / self.centre[0].exp(), colour_cells / self.centre[2].exp())
+        typical = self.centre[product].exp()[:, :, None, None]  # (N, 4, 1, 1)
+        return torch.maximum(feature_z / typical[:, 0], colour_cells / typical[:, 2])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints from before the per-product standardisation hold one shared row (4,): every product
+        gets it, which is what those models computed."""
+        for name in ("centre", "spread"):
+            key = prefix + name
+            if key in state_dict and state_dict[key].dim() == 1:
+                state_dict[key] = state_dict[key].expand_as(getattr(self, name)).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _raw(maps: list[torch.Tensor], hue: torch.Tensor) -> torch.Tensor:
