@@ -79,6 +79,9 @@ demo-model: install-dev
 	rm -rf $(DEMO_DATA) $(DEMO_RUN)
 	$(BIN)/counterfeit synth $(DEMO_DATA) --seed 0
 	$(BIN)/counterfeit train $(DEMO_DATA) --out $(DEMO_RUN) --seed 0
+	# The item rule of POST /v1/items, fitted on val items (metadata only; the graph is the one trained).
+	$(BIN)/counterfeit calibrate $(DEMO_RUN)/model.onnx $(DEMO_DATA) --items --out $(DEMO_RUN)/model-items.onnx
+	mv $(DEMO_RUN)/model-items.onnx $(DEMO_RUN)/model.onnx
 	$(BIN)/counterfeit evaluate $(DEMO_DATA)/test --model $(DEMO_RUN)/model.onnx --report $(DEMO_RUN)/report
 	cp $(DEMO_RUN)/model.onnx inference/demo/model.onnx
 	$(PY) -m training.model_card $(DEMO_RUN) --demo --out inference/demo/MODEL_CARD.md
