@@ -16,11 +16,11 @@ from api.batching import Batcher
 from api.evidence_fields import item_fields, item_photo_fields
 from api.item_checks import Retake, missing_side, mixed_products, photo_retake
 from api.schemas import Item, ItemPhoto
-from api.service import ForEvidence, decode_budget, decoding_cost, image_fields, model_fields, quality_fields
+from api.service import ForEvidence, decode_budget, decoding_cost, model_fields, photo_fields
 from api.settings import Settings
 from evidence_store import EvidenceStore, Record
 from evidence_store.records import new_id
-from inference.classes import COUNTERFEIT, RETAKE
+from inference.classes import COUNTERFEIT, GENUINE, INCONCLUSIVE, RETAKE
 from inference.images import ImageError
 from inference.items import CALIBRATED, WORST_PHOTO, combine, combiner_of, item_thresholds
 from inference.pipeline import check_and_prepare
@@ -52,12 +52,11 @@ def _queue(number: int, data: bytes, predictor: Predictor, batcher: Batcher, set
     """Decode and check one photo and queue it for scoring -> (its answer so far, its future or None, the
     decoded photo)."""
     decoded = _numbered(number, predictor.load, data, settings.limits)
-    loaded, quality, prepared = check_and_prepare(decoded, predictor, settings.quality_thresholds)
-    answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
+    checked = check_and_prepare(decoded, predictor, settings.quality_thresholds)
+    loaded, _, prepared = checked
+    answer = {**model_fields(predictor), **photo_fields(data, checked, predictor)}
     if prepared is None:
         return ItemPhoto(verdict=RETAKE, score=None, **answer), None, loaded
-    if predictor.aligns:
-        answer["product"] = predictor.metadata.references[prepared.product].product
     return ItemPhoto(verdict=RETAKE, score=None, **answer), batcher.submit(predictor, prepared), loaded
 
 
@@ -99,8 +98,8 @@ def _verdict_message(verdict: str, photos: list[ItemPhoto]) -> str:
         return f"The item shows signs of counterfeiting{where}: hold it for investigation."
     if verdict == RETAKE:
         return "Retake the photos."
-    return {"genuine": "The item looks genuine on every photo.",
-            "inconclusive": "The photos do not decide: inspect the item by hand."}[verdict]
+    return {GENUINE: "The item looks genuine on every photo.",
+            INCONCLUSIVE: "The photos do not decide: inspect the item by hand."}[verdict]
 
 
 def record_item(store: EvidenceStore, photos: Sequence[bytes], item: Item, kept: list[ForEvidence],

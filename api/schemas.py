@@ -97,8 +97,7 @@ class Inspection(BaseModel):
 
 
 class ItemPhoto(Inspection):
-    product: str | None = Field(None, description="the catalogue product (side) the photo was registered to; "
-                                "None when it was not scored")
+    """One photo of an item, answered as an inspection (its `product` names the side it shows)."""
 
 
 class Item(BaseModel):

@@ -25,7 +25,7 @@ from evidence_store import EvidenceStore
 from inference.classes import RETAKE
 from inference.images import ImageError, LoadedImage, decode_cost
 from inference.metadata import ModelFileError
-from inference.pipeline import check_and_prepare, decode_and_prepare
+from inference.pipeline import Checked, check_and_prepare, decode_and_prepare
 from inference.predictor import Predictor, decoded_size
 from inference.quality import QualityReport
 
@@ -57,13 +57,18 @@ def model_fields(predictor: Predictor) -> dict:
             "model": {"name": meta.name, "version": meta.version}}
 
 
-def recognised_product(predictor: Predictor, prepared) -> str | None:
-    """The catalogue product a prepared photo was registered to (reference models), else None."""
-    return predictor.metadata.references[prepared.product].product if predictor.aligns else None
-
-
 def image_fields(data: bytes, loaded: LoadedImage) -> dict:
     return {"sha256": hashlib.sha256(data).hexdigest(), "width": loaded.width, "height": loaded.height}
+
+
+def photo_fields(data: bytes, checked: Checked, predictor: Predictor) -> dict:
+    """What every answer says of a checked photo: its image, its quality and, once it is ready to be
+    scored, the product it was recognised as."""
+    loaded, quality, prepared = checked
+    fields = {"image": image_fields(data, loaded), "quality": quality_fields(quality)}
+    if prepared is not None:
+        fields["product"] = predictor.product_of(prepared)
+    return fields
 
 
 def quality_fields(report: QualityReport) -> dict:
@@ -108,11 +113,11 @@ def inspect_photo(data: bytes, predictor: Predictor, batcher: Batcher, settings:
 def _inspect(data: bytes, predictor: Predictor, batcher: Batcher, settings: Settings, explain: bool):
     with decode_budget(decoding_cost(data, predictor, settings), settings):
         decoded = predictor.load(data, settings.limits)
-    loaded, quality, prepared = check_and_prepare(decoded, predictor, settings.quality_thresholds)
-    answer = {**model_fields(predictor), "image": image_fields(data, loaded), "quality": quality_fields(quality)}
+    checked = check_and_prepare(decoded, predictor, settings.quality_thresholds)
+    loaded, _, prepared = checked
+    answer = {**model_fields(predictor), **photo_fields(data, checked, predictor)}
     if prepared is None:
         return Inspection(verdict=RETAKE, score=None, **answer), ForEvidence(decoded=loaded)
-    answer["product"] = recognised_product(predictor, prepared)
     if explain:
         try:
             score, heatmap_png, embedding = predictor.explain(prepared)
@@ -191,14 +196,13 @@ def _queue_one(index: int, data: bytes, ids: list[str] | None, cost: int | Image
     if isinstance(cost, ImageError):  # refused from its header already
         return _error_entry(entry, cost), None, None
     try:
-        loaded, quality, prepared = decode_and_prepare(data, predictor, settings.limits,
-                                                       settings.quality_thresholds)
+        checked = decode_and_prepare(data, predictor, settings.limits, settings.quality_thresholds)
     except ImageError as exc:
         return _error_entry(entry, exc), None, None
-    entry.update(image=image_fields(data, loaded), quality=quality_fields(quality))
+    loaded, _, prepared = checked
+    entry.update(photo_fields(data, checked, predictor))
     if prepared is None:
         return {**entry, "verdict": RETAKE}, loaded, None
-    entry["product"] = recognised_product(predictor, prepared)
     return entry, loaded, batcher.submit(predictor, prepared)
 
 

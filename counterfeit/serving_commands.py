@@ -90,14 +90,15 @@ def _screen_manifest_locally(args) -> int:
 def _write_batches(batches, output, progress) -> dict[str, int]:
     """Write each batch of rows as it comes; -> rows per verdict (and 'error'). The output is closed (its
     last rows written) also on Ctrl-C."""
+    from evaluation.screen import outcome
+
     counts: dict[str, int] = {}
     try:
         with progress:
             for rows in batches:
                 output.write(rows)
                 for row in rows:
-                    key = "error" if row["error"] else row["verdict"]
-                    counts[key] = counts.get(key, 0) + 1
+                    counts[outcome(row)] = counts.get(outcome(row), 0) + 1
                 progress.update(len(rows))
     finally:
         output.close()

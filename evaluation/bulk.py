@@ -111,12 +111,7 @@ class Screener:
             row.update(verdict=RETAKE, reason=",".join(quality.reasons))
             self.cache.put((row["sha256"], self.version), _answer(row))
             return _Checked(row)
-        return _Checked({**row, "product": self._product(prepared)}, prepared)
-
-    def _product(self, prepared: Prepared) -> str | None:
-        """Reference models: the product the photo was registered to; whole-frame models: None."""
-        references = self.predictor.metadata.references
-        return references[prepared.product].product if references else None
+        return _Checked({**row, "product": self.predictor.product_of(prepared)}, prepared)
 
 
 def _answer(row: dict) -> dict:

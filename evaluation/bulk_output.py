@@ -19,6 +19,7 @@ from typing import TextIO
 
 from evaluation.bulk import COLUMNS
 from evaluation.manifest import require_pyarrow
+from evaluation.screen import outcome
 
 OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 PART_ROWS = 1024  # rows per Parquet part: what a kill may lose at most, and about 100 kB per part
@@ -177,6 +178,5 @@ def parquet_counts(folder: Path, version: str, exclude: set[str]) -> dict[str, i
         table = pq.read_table(part, columns=["id", "model_version", "verdict", "error"]).to_pylist()
         for row in table:
             if row["model_version"] == version and row["id"] not in exclude:
-                key = "error" if row["error"] else row["verdict"]
-                counts[key] = counts.get(key, 0) + 1
+                counts[outcome(row)] = counts.get(outcome(row), 0) + 1
     return counts

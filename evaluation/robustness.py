@@ -408,7 +408,7 @@ def judge(samples: Sequence[Sample], photos: Sequence[bytes | Outcome], predicto
     for sample, item in zip(samples, gated):
         if isinstance(item, Prepared):
             prediction = predictor.decide(float(next(scores)))
-            product = predictor.metadata.references[item.product].product if predictor.aligns else None
+            product = predictor.product_of(item)
             answers.append(Outcome(sample.label, prediction.verdict, prediction.score, product=product))
         else:
             answers.append(Outcome(sample.label, item.verdict, reasons=item.reasons))

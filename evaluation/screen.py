@@ -66,6 +66,11 @@ def write_jsonl(records: Iterable[dict], out: TextIO) -> dict[str, int]:
     counts: dict[str, int] = {}
     for record in records:
         out.write(json.dumps(record) + "\n")
-        key = "error" if "error" in record else record["verdict"]
-        counts[key] = counts.get(key, 0) + 1
+        counts[outcome(record)] = counts.get(outcome(record), 0) + 1
     return counts
+
+
+def outcome(record: dict) -> str:
+    """What a screening record (a line of a folder screening, or a manifest's output row) counts as in a
+    summary: its verdict, or "error"."""
+    return "error" if record.get("error") else record["verdict"]

@@ -123,6 +123,10 @@ class Predictor:
         """Whether photos are registered to a product's reference before scoring (reference models)."""
         return bool(self.metadata.references)
 
+    def product_of(self, prepared: Prepared) -> str | None:
+        """The catalogue product a prepared photo was registered to (reference models), else None."""
+        return self.metadata.references[prepared.product].product if self.aligns else None
+
     def prepare(self, image: Image.Image) -> Prepared:
         """A decoded photo -> the model's input; inference.align.NotRecognised when a reference model
         finds none of its products in it."""

@@ -613,39 +613,55 @@ function setupOverlayToggle() {
 }
 
 
-/* ---------- the outcome, recorded from the verdict card ---------- */
+/* ---------- outcomes, recorded from a card's label buttons (the verdict card here, the item card) ---------- */
+
+function setOutcomeStatus(statusId, text, state) {
+  $(statusId).textContent = text;
+  $(statusId).dataset.state = state;
+}
+
+// Enabled label buttons and an empty status line: a new answer on the card, nothing recorded for it yet.
+function resetOutcome(groupId, statusId) {
+  setOutcomeStatus(statusId, "", "");
+  for (const button of $(groupId).querySelectorAll("button[data-label]")) button.disabled = false;
+}
+
+// The buttons wait while `post(label)` saves; the status line then says whether it was saved. When
+// `stillShown()` has turned false meanwhile (another answer is on the card), the card is left as it is.
+// -> true once saved.
+async function recordOutcome(button, groupId, statusId, post, stillShown, savedText) {
+  const buttons = [...$(groupId).querySelectorAll("button[data-label]")];
+  buttons.forEach((b) => { b.disabled = true; });
+  setOutcomeStatus(statusId, "Saving…", "busy");
+  try {
+    await post(button.dataset.label);
+    if (!stillShown()) return false;
+    setOutcomeStatus(statusId, savedText, "ok");
+    return true;
+  } catch (problem) {
+    if (!stillShown()) return false;
+    const { title, detail } = describeProblem(problem);
+    setOutcomeStatus(statusId, `Not saved. ${title} ${detail}`.trim(), "error");
+    return false;
+  } finally {
+    if (stillShown()) buttons.forEach((b) => { b.disabled = false; });
+  }
+}
 
 // Shown for a recorded verdict; not for a retake (a poor photo is no evidence of what the item is).
 function showVerdictOutcome(recordId) {
   verdictRecordId = recordId || null;
   $("verdict-outcome").hidden = !verdictRecordId;
   $("verdict-outcome-note").value = "";
-  setVerdictOutcomeStatus("", "");
-  for (const button of $("verdict-outcome").querySelectorAll("button[data-label]")) button.disabled = false;
-}
-
-function setVerdictOutcomeStatus(text, state) {
-  $("verdict-outcome-status").textContent = text;
-  $("verdict-outcome-status").dataset.state = state;
+  resetOutcome("verdict-outcome", "verdict-outcome-status");
 }
 
 async function saveVerdictOutcome(button) {
   const id = verdictRecordId;
-  const buttons = [...$("verdict-outcome").querySelectorAll("button[data-label]")];
-  buttons.forEach((b) => { b.disabled = true; });
-  setVerdictOutcomeStatus("Saving…", "busy");
-  try {
-    await postOutcome(id, button.dataset.label, $("verdict-outcome-note").value);
-    if (id !== verdictRecordId) return;  // another photo's verdict is on screen by now
-    setVerdictOutcomeStatus(`Saved: ${button.textContent.toLowerCase()}. It is in this inspection's record.`, "ok");
-    refreshRecent(id);
-  } catch (problem) {
-    if (id !== verdictRecordId) return;
-    const { title, detail } = describeProblem(problem);
-    setVerdictOutcomeStatus(`Not saved. ${title} ${detail}`.trim(), "error");
-  } finally {
-    if (id === verdictRecordId) buttons.forEach((b) => { b.disabled = false; });
-  }
+  const saved = await recordOutcome(button, "verdict-outcome", "verdict-outcome-status",
+    (label) => postOutcome(id, label, $("verdict-outcome-note").value), () => id === verdictRecordId,
+    `Saved: ${button.textContent.toLowerCase()}. It is in this inspection's record.`);
+  if (saved) refreshRecent(id);
 }
 
 function setupVerdictOutcome() {

@@ -174,7 +174,7 @@ function showItem(item) {
   $("item-facts").textContent = `${score}Recorded ${formatTime(item.recorded_at)} · item ${item.id}`;
   itemId = verdict === "retake" ? null : item.id;  // a retake is no evidence of what the item is
   $("item-outcome").hidden = !itemId;
-  setItemOutcomeStatus("", "");
+  resetOutcome("item-outcome", "item-outcome-status");
   $("item-result").hidden = false;
   $("announce").textContent = `Item verdict: ${$("item-verdict-word").textContent}. ${$("item-message").textContent}`;
   $("item-verdict").focus({ preventScroll: true });
@@ -199,28 +199,13 @@ function clearItemError() {
 
 /* ---------- the item's outcome ---------- */
 
-function setItemOutcomeStatus(text, state) {
-  $("item-outcome-status").textContent = text;
-  $("item-outcome-status").dataset.state = state;
-}
-
 async function saveItemOutcome(button) {
   const id = itemId;
-  const buttons = [...$("item-outcome").querySelectorAll("button[data-label]")];
-  buttons.forEach((b) => { b.disabled = true; });
-  setItemOutcomeStatus("Saving…", "busy");
-  try {
-    await api(`/v1/items/${encodeURIComponent(id)}/outcome`, {
+  await recordOutcome(button, "item-outcome", "item-outcome-status",
+    (label) => api(`/v1/items/${encodeURIComponent(id)}/outcome`, {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ label: button.dataset.label, note: "" }),
-    });
-    if (id === itemId) setItemOutcomeStatus(`Saved: ${button.textContent.toLowerCase()}.`, "ok");
-  } catch (problem) {
-    const { title, detail } = describeProblem(problem);
-    if (id === itemId) setItemOutcomeStatus(`Not saved. ${title} ${detail}`.trim(), "error");
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-  }
+      body: JSON.stringify({ label, note: "" }),
+    }), () => id === itemId, `Saved: ${button.textContent.toLowerCase()}.`);
 }
 
 
