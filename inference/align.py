@@ -8,16 +8,16 @@ SIFT keypoints (OpenCV) of the photo, letterboxed to the model input, are matche
 reference keypoints (Lowe's ratio test); a RANSAC homography maps the reference frame onto the photo,
 and the product with most inliers wins. Torch-free: serving uses it too.
 
-Per photo (issue 15): keypoints are found on the frame reduced by up to sqrt(2) (photo_keypoints), matched by
-one exact matrix product per product (squared_distances), and RANSAC runs only for products that can still
-win (best_match). References keep their full-size keypoints.
+Per photo (issue 15): keypoints are matched by one exact matrix product per product (squared_distances), and
+RANSAC runs only for products that can still win (best_match); both give the answers of before. (Keypoints
+found on a frame reduced by sqrt(2) were 4x cheaper and kept ROC-AUC on unchanged photos, but called rotated
+genuines counterfeit 2-4x as often (synth-h0 rotate-180: 23.7% against 6.2%): not kept.)
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import math
 import threading
 from dataclasses import dataclass
 
@@ -31,14 +31,6 @@ RATIO = 0.75  # Lowe's ratio test: keep a match only if clearly better than the 
 RANSAC_PIXELS = 4.0  # reprojection error (pixels of the model input) that still counts as an inlier
 MAX_KEYPOINTS = 1500
 DESCRIPTOR_SIZE = 128  # SIFT
-# A photo's keypoints are found on its frame reduced by this factor (issue 15): SIFT doubles its input before
-# its first octave, and on a 640x480 frame that 1280x960 octave was most of a photo's time (132 -> 34 ms CPU a
-# photo here, synth-h0). Half the pixels keeps the keypoints precise enough for location-by-location
-# statistics: test-split ROC-AUC synth-h0 0.9957 -> 0.9962, demo model on synth-h0 0.9911 -> 0.9905
-# (bench/speed.py --auc); halving each side (17 ms) lost 0.03 on synth-h0.
-PHOTO_REDUCTION = math.sqrt(2)
-# ...but never below this many pixels (320x240): smaller frames are cheap already and would lose keypoints.
-MIN_REDUCED_PIXELS = 320 * 240
 
 
 class NotRecognised(ValueError):
@@ -91,28 +83,6 @@ def keypoints(frame: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     return np.array([k.pt for k in found], np.float32).reshape(-1, 2), descriptors.astype(np.float32)
 
 
-def photo_keypoints(frame: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """keypoints() of a photo's frame found on it reduced up to PHOTO_REDUCTION times (area average), with
-    the points in pixels of the frame itself. References keep their full-size keypoints: SIFT descriptors are
-    scale-invariant, so the reduced photo's keypoints match them."""
-    factor = reduction(frame)
-    if factor <= 1:
-        return keypoints(frame)
-    size = (round(frame.width / factor), round(frame.height / factor))
-    # The colour frame is reduced, then made gray (as keypoints() does): measured, this order kept ROC-AUC
-    # (synth-h0 +0.0005) where gray-then-reduce, a rounding apart, moved it by -0.0038.
-    reduced = _cv2().resize(np.asarray(frame.convert("RGB")), size, interpolation=_cv2().INTER_AREA)
-    points, descriptors = keypoints(Image.fromarray(reduced))
-    # Pixel centres: x of the reduced frame is (x + 1/2) * scale - 1/2 of the frame (OpenCV's resize mapping).
-    scale = np.array([frame.width / size[0], frame.height / size[1]], np.float32)
-    return (points + 0.5) * scale - 0.5, descriptors
-
-
-def reduction(frame: Image.Image) -> float:
-    """How many times photo_keypoints reduces this frame's sides (1: not at all)."""
-    return max(1.0, min(PHOTO_REDUCTION, math.sqrt(frame.width * frame.height / MIN_REDUCED_PIXELS)))
-
-
 @dataclass(frozen=True)
 class Candidate:
     """A reference's keypoints that passed the ratio test against a photo, before any homography."""
@@ -162,14 +132,8 @@ def match(reference: Reference, points: np.ndarray, descriptors: np.ndarray) -> 
 
 
 def register(frame: Image.Image, references: list[Reference]) -> Registration | None:
-    """The best-matching product of a letterboxed photo, or None below MIN_INLIERS. Registered on the reduced
-    frame first; a photo that finds no product there is tried again on the full-size frame, so that no photo
-    is answered 'not recognised' that full-size keypoints would register (real-grocery: 22 of 562 photos,
-    mostly small photos enlarged into the frame)."""
-    found = best_match(*photo_keypoints(frame), references)
-    if found is None and reduction(frame) > 1:
-        found = best_match(*keypoints(frame), references)
-    return found
+    """The best-matching product of a letterboxed photo, or None below MIN_INLIERS."""
+    return best_match(*keypoints(frame), references)
 
 
 def best_match(points: np.ndarray, descriptors: np.ndarray, references: list[Reference]) -> Registration | None:

@@ -130,3 +130,16 @@ def test_a_product_with_fewer_matches_still_wins_a_tie_on_inliers_when_listed_fi
     found = best_match(points, descriptors, references)
     assert len(candidates(padded, points, descriptors).mine) == len(shown.points) + 5
     assert (found.product, found.inliers) == exhaustive_best(points, descriptors, references) == (0, len(shown.points))
+
+
+def test_registration_of_real_keypoints_answers_as_opencv_trying_every_product(reference_data, reference_predictor):
+    """The conftest model's photos: the product and inlier count of OpenCV's brute-force matcher trying
+    every product in order (the registration of before issue 15's matcher)."""
+    from inference.align import keypoints, register
+    from inference.preprocess import letterbox
+
+    references = reference_predictor.metadata.references
+    for path in sorted((reference_data / "test").rglob("*.jpg"))[:6]:
+        frame = letterbox(reference_predictor.load(path.read_bytes()).image, reference_predictor.spec)
+        found, before = register(frame, references), exhaustive_best(*keypoints(frame), references)
+        assert (found.product, found.inliers) == before if before else found is None
