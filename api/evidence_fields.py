@@ -9,7 +9,8 @@ def inspection_fields(inspection: Inspection) -> dict:
     """record() keyword arguments from an api.service.inspect_photo answer."""
     return {"kind": "inspection", "verdict": inspection.verdict, "score": inspection.score,
             "thresholds": inspection.thresholds.model_dump(), "model_name": inspection.model.name,
-            "model_version": inspection.model.version, "quality": inspection.quality.model_dump()}
+            "model_version": inspection.model.version, "quality": inspection.quality.model_dump(),
+            "product": inspection.product}
 
 
 def screening_fields(result: ScreeningResult, screenings: Screenings) -> dict:
@@ -19,7 +20,8 @@ def screening_fields(result: ScreeningResult, screenings: Screenings) -> dict:
                          "there is nothing to record.")
     return {"kind": "screening", "external_id": result.id, "verdict": result.verdict, "score": result.score,
             "thresholds": screenings.thresholds.model_dump(), "model_name": screenings.model.name,
-            "model_version": screenings.model.version, "quality": result.quality.model_dump()}
+            "model_version": screenings.model.version, "quality": result.quality.model_dump(),
+            "product": result.product}
 
 
 def item_photo_fields(photo: Inspection, item_id: str) -> dict:

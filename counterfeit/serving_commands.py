@@ -36,8 +36,11 @@ def cmd_screen(args) -> int:
         files = find_images(args.paths)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from exc
-    predictor = _predictor(args.model)
-    records = screen_files(files, predictor)
+    from api.settings import Settings
+
+    predictor, settings = _predictor(args.model), Settings()
+    # As the API answers: the upload limits and the quality gate (a blurred or glared photo is a retake).
+    records = screen_files(files, predictor, settings.limits, gate=settings.quality_thresholds)
     if args.record:
         records = recorded(records, predictor, open_evidence(None, create=True))
     records = _with_progress(records, len(files))

@@ -50,6 +50,8 @@ def payload(entry: Record | Outcome) -> dict:
     """The immutable fields of an entry, as hashed. phash as hex: JSON numbers lose bits above 2**53."""
     fields = {key: value for key, value in asdict(entry).items() if key not in _UNHASHED}
     if isinstance(entry, Record):
+        if entry.product is None:  # not kept before schema 5, nor for models without a catalogue
+            del fields["product"]
         return {"type": "record", **fields, "phash": phash_hex(entry.phash)}
     return {"type": "outcome", **fields}
 

@@ -3,7 +3,8 @@
 JSON Lines has one line per chain entry, records and outcomes, in seq order. Each line is the entry's
 hashed fields plus prev_hash and record_hash, so anyone can re-check an export without this software:
     record_hash == sha256(prev_hash + canonical JSON of the line without prev_hash and record_hash)
-with canonical JSON = sorted keys, separators (",", ":"), UTF-8 (see chain.py).
+with canonical JSON = sorted keys, separators (",", ":"), UTF-8 (see chain.py). A record's `product` is in
+the line (and hashed) only when it was recognised as one.
 Photos, when exported, are metadata-free copies named <sha256>.jpg or .png in a folder of their own.
 """
 
@@ -20,7 +21,7 @@ from evidence_store.records import Outcome, Record
 FORMATS = ("csv", "jsonl")
 CSV_COLUMNS = ("seq", "id", "created_at", "kind", "external_id", "subject", "location", "case", "note", "verdict",
                "score", "thresholds", "model_name", "model_version", "image_sha256", "image_width", "image_height",
-               "quality", "phash", "prev_hash", "record_hash", "outcome", "outcomes", "image_file")
+               "quality", "phash", "product", "prev_hash", "record_hash", "outcome", "outcomes", "image_file")
 
 
 def write_csv(records: Iterable[Record], out: TextIO, image_file: Callable[[Record], str] | None = None) -> int:

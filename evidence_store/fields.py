@@ -20,15 +20,15 @@ def screen_line_fields(line: dict, thresholds: dict, model: dict) -> dict:
         raise ValueError(f"{line['path']} was not screened ({line['error']}): there is nothing to record.")
     quality = {}
     if "reason" in line:
-        quality = {"ok": False, "reasons": [line["reason"]], "message": line.get("message", "")}
+        quality = {"ok": False, "reasons": line["reason"].split(","), "message": line.get("message", "")}
     return {"kind": "screening", "external_id": line["path"], "verdict": line["verdict"], "score": line.get("score"),
             "thresholds": thresholds, "model_name": model["name"], "model_version": model["version"],
-            "quality": quality}
+            "quality": quality, "product": line.get("product")}
 
 
 def checked(*, kind: str, subject: str, verdict: str, score: float | None, thresholds: dict, model_name: str,
             model_version: str, quality: dict, external_id: str | None, location: str | None, case: str | None,
-            note: str | None) -> dict:
+            note: str | None, product: str | None = None) -> dict:
     """The fields as stored: ValueError naming the first bad one."""
     _one_of("kind", kind, KINDS)
     _one_of("verdict", verdict, VERDICTS)
@@ -38,7 +38,7 @@ def checked(*, kind: str, subject: str, verdict: str, score: float | None, thres
             "model_version": _text("model_version", model_version, required=True),
             "quality": plain("quality", quality), "external_id": _text("external_id", external_id),
             "location": _text("location", location), "case": _text("case", case),
-            "note": _text("note", note, limit=MAX_NOTE)}
+            "note": _text("note", note, limit=MAX_NOTE), "product": _text("product", product)}
 
 
 def checked_outcome(label: str, note: str | None, subject: str) -> dict:

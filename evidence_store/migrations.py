@@ -107,6 +107,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "postgresql": _IDENTITY_TABLE.format(**_TYPES["postgresql"]) + """;
             INSERT INTO store_identity (id, store_id) VALUES (1, md5(random()::text || clock_timestamp()::text))""",
     }),
+    # Records from before keep NULL: their hashes never covered a product (chain.payload).
+    Migration(5, "the catalogue product each photo was recognised as", """
+        ALTER TABLE records ADD COLUMN product TEXT
+    """),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -64,6 +64,9 @@ class Record:
     image_height: int
     quality: dict
     phash: int  # 64-bit DCT perceptual hash of the image as stored (inference.phash)
+    # The catalogue product the photo was registered to (reference models; None otherwise and in records from
+    # before it was kept). Hashed only when set, so older records verify as they did.
+    product: str | None = None
     prev_hash: str = ""
     record_hash: str = ""
     outcomes: tuple[Outcome, ...] = field(default=())

@@ -11,7 +11,7 @@ from evidence_store.records import Outcome, Record, phash_hex
 # Column order of SELECTs and INSERTs. `case` is an SQL keyword, hence the column name case_id.
 RECORD_COLUMNS = ("seq", "id", "created_at", "kind", "external_id", "subject", "location", "case_id", "note",
                   "verdict", "score", "thresholds", "model_name", "model_version", "image_sha256", "image_width",
-                  "image_height", "quality", "phash", "prev_hash", "record_hash")
+                  "image_height", "quality", "phash", "product", "prev_hash", "record_hash")
 OUTCOME_COLUMNS = ("seq", "id", "record_id", "created_at", "label", "note", "subject", "prev_hash", "record_hash")
 RECORD_SELECT = "SELECT " + ", ".join(RECORD_COLUMNS) + " FROM records"
 OUTCOME_SELECT = "SELECT " + ", ".join(OUTCOME_COLUMNS) + " FROM outcomes"

@@ -100,7 +100,7 @@ class EvidenceStore:
     def record(self, *, image_bytes: bytes, kind: str, subject: str, verdict: str, score: float | None,
                thresholds: dict, model_name: str, model_version: str, quality: dict,
                external_id: str | None = None, location: str | None = None, case: str | None = None,
-               note: str | None = None, decoded: LoadedImage | None = None,
+               note: str | None = None, product: str | None = None, decoded: LoadedImage | None = None,
                embedding: np.ndarray | None = None) -> Record:
         """Store the photo as received and what was said about it; durable when it returns.
 
@@ -111,7 +111,7 @@ class EvidenceStore:
         StoreUnavailable when the disk or database cannot take it (nothing is left half-written)."""
         fields = checked(kind=kind, subject=subject, verdict=verdict, score=score, thresholds=thresholds,
                          model_name=model_name, model_version=model_version, quality=quality,
-                         external_id=external_id, location=location, case=case, note=note)
+                         external_id=external_id, location=location, case=case, note=note, product=product)
         if embedding is not None:
             normalised(embedding, None)  # ValueError now, before anything is written
         facts = fingerprint(image_bytes, self._limits, decoded)

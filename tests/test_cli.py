@@ -97,10 +97,33 @@ def test_screen_writes_one_line_per_image_and_keeps_going(run_cli, reference_dat
     assert len(records) == 9
     broken = [r for r in records if r["path"].endswith("broken.jpg")]
     assert len(broken) == 1 and "not a supported image" in broken[0]["error"]
-    scored = [r for r in records if "error" not in r]
+    scored = [r for r in records if "score" in r]
+    retakes = [r for r in records if r.get("verdict") == "retake"]  # the quality gate's, with the reason
+    assert len(scored) + len(retakes) == 8 and all(r["reason"] and r["message"] for r in retakes)
     version = Predictor(model_path).metadata.version
     assert all(r["verdict"] in {"genuine", "counterfeit", "inconclusive"} and 0 <= r["score"] <= 1 for r in scored)
     assert all(r["model"]["version"] == version for r in records)
+
+
+def test_screen_answers_a_folder_as_the_api_does(run_cli, reference_data, model_path, tmp_path):
+    """The quality gate turns a blurred photo away (a retake with its reason, no score) and each scored
+    photo names the product it was recognised as, as POST /v1/photos and manifest screening answer."""
+    from PIL import Image, ImageFilter
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for number, genuine in enumerate(sorted((reference_data / "test" / "genuine").rglob("*.jpg"))):
+        shutil.copy(genuine, folder / f"{number}-as-taken.jpg")
+        Image.open(genuine).filter(ImageFilter.GaussianBlur(6)).save(folder / f"{number}-blurred.jpg", quality=95)
+    code, out, err = run_cli("screen", folder, "--model", model_path)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    blurred = [r for r in records if r["path"].endswith("-blurred.jpg")]
+    assert blurred and all(r["verdict"] == "retake" and "blurry" in r["reason"].split(",") for r in blurred)
+    assert not any("score" in r for r in blurred)
+    scored = [r for r in records if "score" in r]
+    products = {r.product for r in Predictor(model_path).metadata.references}
+    assert scored and all(r["product"] in products for r in scored)
 
 
 def test_screen_to_stdout(run_cli, reference_data, model_path):

@@ -284,6 +284,20 @@ def test_verify_names_an_altered_score(store, backend, photo):
     assert report.first_bad["id"] == store.list(limit=5)[0][3].id
 
 
+def test_the_recognised_product_is_kept_and_hashed_only_when_there_is_one(store, backend, photo):
+    from evidence_store.chain import payload
+
+    named = store.record(image_bytes=photo, **fields(), product="carton-front")
+    unnamed = store.record(image_bytes=photo, **fields())
+    assert store.get(named.id).product == "carton-front" and store.get(unnamed.id).product is None
+    assert payload(named)["product"] == "carton-front"
+    assert "product" not in payload(unnamed)  # hashed as records were before products were kept
+    assert store.verify().ok
+    backend.sql("UPDATE records SET product = 'carton-back' WHERE id = ?", (named.id,))
+    report = store.verify()
+    assert not report.ok and report.first_bad["id"] == named.id and report.first_bad["problem"] == "altered"
+
+
 def test_verify_names_a_removed_record_and_a_removed_tail(store, backend, photo):
     records = recorded(store, photo)
     backend.sql("DELETE FROM fingerprints WHERE record_seq = 3")
@@ -517,17 +531,30 @@ def test_concurrent_writers_on_two_replicas_make_one_chain(backend, photo):
 # --------------------------------------------------------------------------- schema migrations
 
 
-def test_a_version_1_database_is_upgraded_to_the_latest(backend, photo):
+def as_version_1_software(monkeypatch) -> None:
+    """The record columns of schema 1 (no product): what software of that time read and wrote."""
+    import evidence_store.rows as rows
+    import evidence_store.store as store
+
+    columns = tuple(column for column in rows.RECORD_COLUMNS if column != "product")
+    monkeypatch.setattr(rows, "RECORD_COLUMNS", columns)
+    monkeypatch.setattr(store, "RECORD_COLUMNS", columns)
+    monkeypatch.setattr(store, "RECORD_SELECT", "SELECT " + ", ".join(columns) + " FROM records")
+
+
+def test_a_version_1_database_is_upgraded_to_the_latest(backend, photo, monkeypatch):
     from evidence_store import migrations
 
-    old = EvidenceStore(_bare_database(backend), backend.data_dir, migrate=False)
-    backend.stores.append(old)
-    assert old.migrate(target=1) == [1] and old.schema_version() == 1
-    record = old.record(image_bytes=photo, **fields(), case="OLD-1")
-    old.add_outcome(record.id, "counterfeit", "before the upgrade", "investigator-2")
-    with pytest.raises(Exception, match="embeddings") as missing:
-        old.add_embedding(record.id, np.ones(8))  # no embeddings table at version 1: a bug, not an outage
-    assert not isinstance(missing.value, StoreUnavailable)
+    with monkeypatch.context() as then:
+        as_version_1_software(then)
+        old = EvidenceStore(_bare_database(backend), backend.data_dir, migrate=False)
+        backend.stores.append(old)
+        assert old.migrate(target=1) == [1] and old.schema_version() == 1
+        record = old.record(image_bytes=photo, **fields(), case="OLD-1")
+        old.add_outcome(record.id, "counterfeit", "before the upgrade", "investigator-2")
+        with pytest.raises(Exception, match="embeddings") as missing:
+            old.add_embedding(record.id, np.ones(8))  # no embeddings table at version 1: a bug, not an outage
+        assert not isinstance(missing.value, StoreUnavailable)
     upgraded = backend.open()  # open_store migrates
     assert upgraded.schema_version() == migrations.LATEST
     assert [v for (v,) in backend.sql("SELECT version FROM schema_migrations ORDER BY version")] == list(
@@ -536,6 +563,9 @@ def test_a_version_1_database_is_upgraded_to_the_latest(backend, photo):
     upgraded.add_embedding(record.id, np.ones(8))
     copy = upgraded.record(image_bytes=reencoded(photo), **fields())
     assert [m.record.id for m in upgraded.similar(copy.id)] == [record.id]  # v1 fingerprints still serve
+    assert upgraded.get(record.id).product is None  # not kept then; its hash never covered one
+    named = upgraded.record(image_bytes=photo, **fields(), product="carton-front")
+    assert upgraded.get(named.id).product == "carton-front"
     assert upgraded.verify().ok and len(upgraded.head().store) == 32  # an id for the store's published heads
     backend.sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')")
     with pytest.raises(SchemaTooNew):

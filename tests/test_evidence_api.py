@@ -48,6 +48,7 @@ def test_an_inspection_is_recorded_with_who_where_and_which_model(client, keys, 
     assert record["image"]["sha256"] == answer["image"]["sha256"] and record["model"] == answer["model"]
     assert record["verdict"] == answer["verdict"] and record["score"] == pytest.approx(answer["score"])
     assert record["created_at"] == answer["recorded_at"]
+    assert answer["product"] and record["product"] == answer["product"]  # which reference it was compared with
 
 
 def test_listing_filters_and_pages(client, keys, photo):

@@ -52,6 +52,8 @@ def test_export_csv_and_jsonl(run_cli, logged, tmp_path):
     code, _, _ = run_cli("evidence", "export", "--output", tmp_path / "log.csv", "--with-images", tmp_path / "img")
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert code == 0 and len(rows) == 8 and len(list((tmp_path / "img").iterdir())) >= 1
+    screened = {json.loads(line)["record_id"]: json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()}
+    assert all(row["product"] == (screened[row["id"]].get("product") or "") for row in rows)  # none: a classifier
     code, out, _ = run_cli("evidence", "export", "--format", "jsonl")
     assert code == 0 and len(out.splitlines()) == 8
 

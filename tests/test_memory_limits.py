@@ -291,7 +291,7 @@ def test_screen_writes_each_line_before_the_next_photo_is_screened(run_cli, mode
 
     written_before = []
 
-    def one_at_a_time(files, predictor, limits=None):
+    def one_at_a_time(files, predictor, limits=None, gate=None):
         for path in files:
             written_before.append(sys.stdout.getvalue().count("\n"))
             yield {"path": str(path), "error": "spy", "model": {}}

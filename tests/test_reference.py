@@ -122,11 +122,14 @@ def test_a_photo_of_no_known_product_is_a_retake(reference_predictor, tmp_path):
     assert record["verdict"] == "retake" and record["reason"] == "not_recognised" and "score" not in record
 
 
-def test_screen_record_keeps_a_retake_with_its_reason(reference_run, reference_data, run_cli, tmp_path, monkeypatch):
+def test_screen_record_keeps_a_retake_with_its_reason(reference_run, reference_data, reference_predictor, run_cli,
+                                                     tmp_path, monkeypatch):
     from evidence_store import open_store
+    from inference.pipeline import decode_and_prepare
 
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (240, 320, 3), np.uint8)).save(tmp_path / "noise.jpg")
-    genuine = next(s.path for s in list_split(reference_data, "test") if s.label == 0)
+    genuine = next(s.path for s in list_split(reference_data, "test")  # one the quality gate lets through
+                   if s.label == 0 and decode_and_prepare(s.path.read_bytes(), reference_predictor)[2] is not None)
     monkeypatch.setenv("COUNTERFEIT_DATA_DIR", str(tmp_path / "evidence"))
     code, out, err = run_cli("screen", tmp_path / "noise.jpg", genuine, "--model", reference_run[0] / "model.onnx",
                              "--record")
@@ -135,10 +138,11 @@ def test_screen_record_keeps_a_retake_with_its_reason(reference_run, reference_d
     assert retake["verdict"] == "retake" and retake["record_id"] and scored["record_id"]
     store = open_store(None, tmp_path / "evidence")
     try:
-        kept = store.get(retake["record_id"])
+        kept, kept_scored = store.get(retake["record_id"]), store.get(scored["record_id"])
     finally:
         store.close()
     assert kept.verdict == "retake" and kept.score is None and kept.quality["reasons"] == ["not_recognised"]
+    assert kept.product is None and "score" in scored and kept_scored.product == scored["product"] is not None
 
 
 def test_the_service_answers_retake_with_the_reason(reference_predictor):

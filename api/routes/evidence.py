@@ -49,6 +49,7 @@ def record_json(record: Record) -> dict:
         "id": record.id, "seq": record.seq, "created_at": record.created_at, "kind": record.kind,
         "external_id": record.external_id, "subject": record.subject, "location": record.location,
         "case": record.case, "note": record.note, "verdict": record.verdict, "score": record.score,
+        "product": record.product,
         "thresholds": record.thresholds, "model": {"name": record.model_name, "version": record.model_version},
         "image": {"sha256": record.image_sha256, "width": record.image_width, "height": record.image_height},
         "quality": record.quality, "outcome": record.outcome, "record_hash": record.record_hash,
