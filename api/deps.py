@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Form, Request, UploadFile
 
 from api.auth import Principal, require
 from api.batching import Batcher
 from api.errors import ApiError
+from api.schemas import PlainText
 from api.settings import Settings
 from evidence_store import EvidenceStore
 from inference.predictor import Predictor
@@ -38,6 +39,10 @@ def get_store(request: Request) -> EvidenceStore:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+# Where and why a photo was taken, as inspections and items take them (form fields; kept in the evidence log).
+LocationForm = Annotated[PlainText | None, Form(max_length=200, description="port or site code")]
+CaseForm = Annotated[PlainText | None, Form(max_length=200, description="shipment or case reference")]
+NoteForm = Annotated[PlainText | None, Form(max_length=2000)]
 StoreDep = Annotated[EvidenceStore, Depends(get_store)]
 AnyRoleDep = Annotated[Principal, Depends(require("inspector", "screener"))]
 

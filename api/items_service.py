@@ -54,10 +54,9 @@ def _queue(number: int, data: bytes, predictor: Predictor, batcher: Batcher, set
     decoded = _numbered(number, predictor.load, data, settings.limits)
     checked = check_and_prepare(decoded, predictor, settings.quality_thresholds)
     loaded, _, prepared = checked
-    answer = {**model_fields(predictor), **photo_fields(data, checked, predictor)}
-    if prepared is None:
-        return ItemPhoto(verdict=RETAKE, score=None, **answer), None, loaded
-    return ItemPhoto(verdict=RETAKE, score=None, **answer), batcher.submit(predictor, prepared), loaded
+    # A retake until scored (_finish); a photo that cannot be judged stays one, with no future.
+    answer = ItemPhoto(verdict=RETAKE, score=None, **model_fields(predictor), **photo_fields(data, checked, predictor))
+    return answer, None if prepared is None else batcher.submit(predictor, prepared), loaded
 
 
 def _finish(answer: ItemPhoto, future: Future | None, predictor: Predictor):

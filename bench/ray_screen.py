@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from api.settings import DEMO_MODEL, Settings
-from evaluation.bulk import AnswerCache, Screener, local_fetcher, screen_rows
+from evaluation.bulk import manifest_screener, screen_rows
 from evaluation.manifest import read_rows
 from evaluation.ray_screen import RayOptions, screen_on_ray
 from inference.predictor import Predictor
@@ -35,8 +35,8 @@ OVERHEAD_GOAL = 0.10
 def local_seconds(manifest: Path) -> float:
     """Seconds for the local path to screen the manifest (model loaded before the clock starts)."""
     settings = Settings()
-    screener = Screener(Predictor(DEMO_MODEL), local_fetcher(manifest, settings.limits), limits=settings.limits,
-                        thresholds=settings.quality_thresholds, cache=AnswerCache(0))
+    screener = manifest_screener(Predictor(DEMO_MODEL), manifest, settings.limits, settings.quality_thresholds,
+                                 cache=0)
     start = time.perf_counter()
     rows = sum(len(batch) for batch in screen_rows(read_rows(manifest), screener))
     seconds = time.perf_counter() - start

@@ -71,7 +71,7 @@ def _screen_manifest(args) -> int:
 
 def _screen_manifest_locally(args) -> int:
     from api.settings import Settings
-    from evaluation.bulk import AnswerCache, Screener, local_fetcher, not_done, screen_rows
+    from evaluation.bulk import manifest_screener, not_done, screen_rows
     from evaluation.bulk_output import open_output
     from evaluation.manifest import count_rows, read_rows
 
@@ -79,9 +79,8 @@ def _screen_manifest_locally(args) -> int:
     output = open_output(args.output, args.part_rows)
     done = output.done_ids(predictor.metadata.version)
     total, skipped = count_rows(manifest, args.id_column, args.image_column, done)
-    fetcher = local_fetcher(manifest, settings.limits, timeout_s=args.http_timeout, per_host=args.per_host)
-    screener = Screener(predictor, fetcher, limits=settings.limits, thresholds=settings.quality_thresholds,
-                        cache=AnswerCache(args.cache), threads=args.threads)
+    screener = manifest_screener(predictor, manifest, settings.limits, settings.quality_thresholds, cache=args.cache,
+                                 threads=args.threads, timeout_s=args.http_timeout, per_host=args.per_host)
     rows = not_done(read_rows(manifest, args.id_column, args.image_column), done)
     try:
         counts = _write_batches(screen_rows(rows, screener), output, _manifest_progress(total, skipped))

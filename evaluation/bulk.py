@@ -136,6 +136,11 @@ def not_done(rows: Iterable[Row], done: set[str]) -> Iterator[Row]:
     return (row for row in rows if row.id not in done)
 
 
-def local_fetcher(manifest: Path, limits: Limits, **options) -> Fetcher:
-    """A fetcher for a manifest's locations: relative paths from its folder, at most the upload limit."""
-    return Fetcher(base=Path(manifest).resolve().parent, max_bytes=limits.max_bytes, **options)
+def manifest_screener(predictor: Predictor, manifest: Path, limits: Limits, thresholds: QualityThresholds, *,
+                      cache: int = DEFAULT_CACHE, threads: int = 2, **fetch_options) -> Screener:
+    """The Screener of a manifest's rows, as the local command, the Ray actors and the bench build it: locations
+    fetched relative to the manifest's folder (or as URLs) within the upload limit, then decoded under
+    `limits` and gated by `thresholds` as the API does. fetch_options: Fetcher's (timeout_s, per_host)."""
+    fetcher = Fetcher(base=Path(manifest).resolve().parent, max_bytes=limits.max_bytes, **fetch_options)
+    return Screener(predictor, fetcher, limits=limits, thresholds=thresholds, cache=AnswerCache(cache),
+                    threads=threads)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.bulk import DEFAULT_CACHE, AnswerCache, Screener, local_fetcher
+from evaluation.bulk import DEFAULT_CACHE, manifest_screener
 from evaluation.bulk_output import ParquetOutput, parquet_counts, parquet_schema
 from evaluation.manifest import MissingExtra, count_rows, manifest_format, to_row
 
@@ -41,12 +41,11 @@ class ScreenActor:
         from inference.predictor import Predictor
 
         settings = Settings()
-        fetcher = local_fetcher(Path(manifest), settings.limits, timeout_s=options.http_timeout_s,
-                                per_host=options.per_host)
         self.options = options
-        self.screener = Screener(Predictor(model, threads=options.cpus_per_worker), fetcher,
-                                 limits=settings.limits, thresholds=settings.quality_thresholds,
-                                 cache=AnswerCache(options.cache), threads=options.threads)
+        self.screener = manifest_screener(Predictor(model, threads=options.cpus_per_worker), Path(manifest),
+                                          settings.limits, settings.quality_thresholds, cache=options.cache,
+                                          threads=options.threads, timeout_s=options.http_timeout_s,
+                                          per_host=options.per_host)
 
     def __call__(self, batch):
         import pyarrow as pa

@@ -31,8 +31,9 @@ from inference.catalogue import thumbnail_data_uri, with_side, without_side
 from inference.images import ImageError, load_image
 from inference.layout import DataError, image_files
 from inference.metadata import ModelMetadata
-from inference.predictor import Predictor, decode, softmax_scores
+from inference.predictor import Predictor, softmax_scores
 from inference.preprocess import letterbox, normalise
+from training.data import decode_frame
 from training.export import TOLERANCE, ExportError, export  # noqa: F401 (ExportError: for the command)
 from training.recipes.reference.fit import MASK_PHOTOS, MIN_GROUP, best_reference
 from training.recipes.reference.model import PER_PRODUCT_BUFFERS, SHARED_BUFFERS, ReferenceModel
@@ -124,8 +125,8 @@ def read_photos(folder: Path, metadata: ModelMetadata) -> tuple[list[Image.Image
     frames, unreadable = [], 0
     for path in image_files(folder):
         try:
-            frames.append(letterbox(decode(path.read_bytes(), metadata.preprocess).image, metadata.preprocess))
-        except (ImageError, OSError):
+            frames.append(decode_frame(path, metadata.preprocess))
+        except (DataError, OSError):
             unreadable += 1
     return frames, unreadable
 

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 
 from api.auth import InspectorDep
-from api.deps import AnyRoleDep, BatcherDep, PredictorDep, SettingsDep, StoreDep, read_upload
+from api.deps import (
+    AnyRoleDep,
+    BatcherDep,
+    CaseForm,
+    LocationForm,
+    NoteForm,
+    PredictorDep,
+    SettingsDep,
+    StoreDep,
+    read_upload,
+)
 from api.errors import ApiError
 from api.items_service import MAX_PHOTOS, MIN_PHOTOS, inspect_item, item_records, record_item
 from api.routes.evidence import OUTCOME_ERRORS, RECORD_ERRORS, OutcomeIn, RecordId, record_json
 from api.routes.photos import UPLOAD_ERRORS
-from api.schemas import Item, PlainText
+from api.schemas import Item
 from evidence_store import EvidenceStore, Record
 
 router = APIRouter(tags=["items"])
@@ -24,9 +34,7 @@ def create_item(
                                              "(its sides, its label), JPEG, PNG, WebP or HEIC")],
     principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
     store: StoreDep, request: Request,
-    location: Annotated[PlainText | None, Form(max_length=200, description="port or site code")] = None,
-    case: Annotated[PlainText | None, Form(max_length=200, description="shipment or case reference")] = None,
-    note: Annotated[PlainText | None, Form(max_length=2000)] = None,
+    location: LocationForm = None, case: CaseForm = None, note: NoteForm = None,
 ) -> Item:
     """Score every photo of one item and give the item one verdict (a calibrated combination of the
     photos' evidence; one side the model calls counterfeit keeps the item counterfeit), or `retake` with

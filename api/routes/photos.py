@@ -7,9 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 from api.auth import InspectorDep, ScreenerDep
-from api.deps import SINGLE_VALUED_QUERY, BatcherDep, PredictorDep, SettingsDep, StoreDep, read_upload
+from api.deps import (
+    SINGLE_VALUED_QUERY,
+    BatcherDep,
+    CaseForm,
+    LocationForm,
+    NoteForm,
+    PredictorDep,
+    SettingsDep,
+    StoreDep,
+    read_upload,
+)
 from api.errors import ApiError
-from api.schemas import Inspection, PlainText, Screenings, error_responses
+from api.schemas import Inspection, Screenings, error_responses
 from api.service import inspect_photo, record_inspection, screen_photos
 
 # What an upload can answer besides 200 (see api.schemas.ERROR_DESCRIPTIONS).
@@ -24,9 +34,7 @@ def create_inspection(
     image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP or HEIC")],
     principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
     store: StoreDep, request: Request,
-    location: Annotated[PlainText | None, Form(max_length=200, description="port or site code")] = None,
-    case: Annotated[PlainText | None, Form(max_length=200, description="shipment or case reference")] = None,
-    note: Annotated[PlainText | None, Form(max_length=2000)] = None,
+    location: LocationForm = None, case: CaseForm = None, note: NoteForm = None,
     explain: Annotated[bool, Query(description="add a heatmap of where the model looked")] = False,
 ) -> Inspection:
     """Score one photo and keep it as evidence: verdict (or `retake` for a poor photo), calibrated score,
