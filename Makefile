@@ -14,7 +14,7 @@ PORT ?= 8000
 DEMO_DATA := datasets/demo-synth
 DEMO_RUN  := runs/demo
 
-.PHONY: help install install-dev browser run test bench bench-real demo-model clean
+.PHONY: help install install-dev browser run test bench bench-real comparator bench-comparator demo-model clean
 
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
@@ -22,6 +22,8 @@ help:
 	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load, memory,"
 	@echo "                 pipeline speed vs the previous one, bulk screening (100,000 rows, kill + resume), Ray"
 	@echo "make bench-real   the default recipe on real photos (../shared/real, when present): about 40 min"
+	@echo "make comparator   train the comparator's head on real photo pairs (../shared/real, when present): ~15 min"
+	@echo "make bench-comparator  the comparator on real photos of products it never saw, beside the baselines"
 	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
 
 $(PY):
@@ -73,6 +75,20 @@ bench: install-dev
 # Real phone photos beside the project (development machines only): build, fit, answer, per product and kind.
 bench-real: install-dev
 	$(PY) bench/real_photos.py --robustness
+
+# The comparator's head (training/recipes/comparator/head.pt), trained once across the real products beside the
+# project (development machines only); the photos' comparisons are cached in runs/comparator/pairs.npz.
+REAL_SOURCE := ../shared/real/grocery-packages
+COMPARATOR_DATA := runs/comparator/real
+$(COMPARATOR_DATA)/manifest.csv:
+	$(BIN)/counterfeit data real $(REAL_SOURCE) $(COMPARATOR_DATA) --seed 0
+
+comparator: install-dev $(COMPARATOR_DATA)/manifest.csv
+	$(PY) -m training.recipes.comparator.train_head $(COMPARATOR_DATA) --cache runs/comparator/pairs.npz
+
+# Products left out by brand: each fold's head never saw the products it is measured on.
+bench-comparator: install-dev
+	$(PY) bench/comparator_real.py
 
 # The demo model: fixed seeds end to end, so the same commands rebuild it.
 demo-model: install-dev

@@ -24,9 +24,9 @@ def torch_modules_loaded_by(script: str, *args) -> list[str]:
     return ast.literal_eval(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_registry_names_both_recipes_default_first():
-    assert recipe_names() == ["reference", "classifier"]
-    with pytest.raises(ValueError, match=r"^Invalid recipe 'magic'\. Only reference, classifier are supported\.$"):
+def test_the_registry_names_every_recipe_default_first():
+    assert recipe_names() == ["reference", "comparator", "classifier"]
+    with pytest.raises(ValueError, match=r"^Invalid recipe 'magic'\. Only reference, comparator, classifier are supported\.$"):
         get_recipe("magic")
 
 
@@ -129,3 +129,9 @@ def test_the_reference_recipes_image_rule_is_the_one_its_model_checks():
     from training.recipes.reference.model import PIXEL_POOL, STRIDE
 
     assert recipes.get_recipe("reference").image_divisor == STRIDE * PIXEL_POOL
+
+
+def test_the_comparator_recipes_image_rule_is_the_one_its_model_checks():
+    from training.recipes.comparator.model import STRIDE
+
+    assert recipes.get_recipe("comparator").image_divisor == STRIDE

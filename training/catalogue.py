@@ -1,5 +1,8 @@
-"""`counterfeit catalogue add/remove`: one product more or less in a reference model file, without refitting
-the others.
+"""`counterfeit catalogue add/remove`: one product more or less in a reference or comparator model file,
+without refitting the others.
+
+A comparator (training/recipes/comparator/) is read back the same way, with its shared head; a product is
+added by enrolling its registered genuine photos (enrol.py): nothing is trained or standardised.
 
 The model file is read back into a ReferenceModel (training/recipes/reference/model.py): its per-product
 buffers and shared `scale`/`shift` from the ONNX initializers, the frozen Lite0 features from the packaged
@@ -35,10 +38,18 @@ from inference.predictor import Predictor, softmax_scores
 from inference.preprocess import letterbox, normalise
 from training.data import decode_frame
 from training.export import TOLERANCE, ExportError, export  # noqa: F401 (ExportError: for the command)
+from training.recipes.comparator.enrol import PER_PRODUCT_BUFFERS as COMPARATOR_PER_PRODUCT
+from training.recipes.comparator.enrol import enrol
+from training.recipes.comparator.fit import load_head
+from training.recipes.comparator.model import ComparatorModel
 from training.recipes.reference.fit import MASK_PHOTOS, MIN_GROUP, best_reference
 from training.recipes.reference.model import PER_PRODUCT_BUFFERS, SHARED_BUFFERS, ReferenceModel
 from training.recipes.reference.statistics import BATCH, fit_statistics
 
+CATALOGUE_RECIPES = ("reference", "comparator")
+# A comparator's tensors shared by all products, read from the file: its calibration. Its head (trained once,
+# never refitted) is the package's (fit.load_head): check_rebuilt refuses a file made with another.
+COMPARATOR_SHARED = ("scale", "shift")
 HOLDOUT_FOLDS = 5  # the new product's standardisation: each photo scored by statistics fitted without it
 MAX_NAME = 100  # characters of a product name
 # Genuine photos from which an added product scored as well as the trained one (ROC-AUC, undecided share,
@@ -61,40 +72,55 @@ class Added:
     unreadable: int  # files that are no photo this software decodes
     elsewhere: dict[str, int]  # {product: photos that registered to that (existing) product instead}
     unregistered: int  # photos that registered to nothing
-    centre: list[float]
+    centre: list[float]  # reference models: its score standardisation; [] for a comparator (nothing fitted)
     spread: list[float]
 
 
 # --------------------------------------------------------------------------- the model file as torch
 
 
-def read_model(path: Path) -> tuple[ReferenceModel, Predictor]:
-    """A reference model file -> (the ReferenceModel it was exported from, its Predictor). CatalogueError
-    for a file that is no reference model."""
+def read_model(path: Path) -> tuple[torch.nn.Module, Predictor]:
+    """A reference or comparator model file -> (the model it was exported from, its Predictor).
+    CatalogueError for a file that has no catalogue."""
     try:
         predictor = Predictor(path)  # every check serving makes: version, signature, no external data
     except (OSError, ValueError) as exc:
         raise CatalogueError(str(exc)) from exc
     metadata = predictor.metadata
-    if metadata.train_config.get("recipe") != "reference" or not metadata.references:
-        raise CatalogueError(f"{path} is not a reference model (recipe {metadata.train_config.get('recipe')!r}): "
-                             "only models trained with the reference recipe have a catalogue.")
+    if metadata.train_config.get("recipe") not in CATALOGUE_RECIPES or not metadata.references:
+        raise CatalogueError(f"{path} is not a reference or comparator model (recipe "
+                             f"{metadata.train_config.get('recipe')!r}): only those have a catalogue.")
     model = _empty(len(metadata.references), metadata, pretrained=True)
+    if isinstance(model, ComparatorModel):
+        load_head(model)
     _load_initializers(model, onnx.load_model_from_string(path.read_bytes()), path)
     return model.eval(), predictor
 
 
-def _empty(products: int, metadata: ModelMetadata, pretrained: bool) -> ReferenceModel:
+def _recipe(metadata: ModelMetadata) -> str:
+    return metadata.train_config.get("recipe")
+
+
+def _empty(products: int, metadata: ModelMetadata, pretrained: bool) -> torch.nn.Module:
     spec = metadata.preprocess
-    return ReferenceModel(products, (spec.width, spec.height), spec.mean, spec.std, pretrained=pretrained)
+    model_class = ComparatorModel if _recipe(metadata) == "comparator" else ReferenceModel
+    return model_class(products, (spec.width, spec.height), spec.mean, spec.std, pretrained=pretrained)
 
 
-def _load_initializers(model: ReferenceModel, proto: onnx.ModelProto, path: Path) -> None:
+def _buffers(model: torch.nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(per-product tensors, tensors shared by all products) of a catalogue model, by state-dict name."""
+    if isinstance(model, ComparatorModel):
+        return COMPARATOR_PER_PRODUCT, COMPARATOR_SHARED
+    return PER_PRODUCT_BUFFERS, SHARED_BUFFERS
+
+
+def _load_initializers(model: torch.nn.Module, proto: onnx.ModelProto, path: Path) -> None:
     found = {init.name: init for init in proto.graph.initializer}
-    for name in (*PER_PRODUCT_BUFFERS, *SHARED_BUFFERS):
-        buffer = getattr(model, name)
+    tensors = model.state_dict(keep_vars=True)
+    for name in (part for names in _buffers(model) for part in names):
+        buffer = tensors[name]
         if name not in found:
-            raise CatalogueError(f"{path} lacks the {name!r} statistics of a reference model: re-export it with "
+            raise CatalogueError(f"{path} lacks the {name!r} tensor of its recipe: re-export it with "
                                  "`counterfeit export`.")
         values = torch.from_numpy(numpy_helper.to_array(found[name]).copy())
         if values.dim() == 1 and buffer.dim() == 2:  # files from before the per-product standardisation
@@ -102,18 +128,19 @@ def _load_initializers(model: ReferenceModel, proto: onnx.ModelProto, path: Path
         if values.shape != buffer.shape:
             raise CatalogueError(f"{path}: {name} has shape {tuple(values.shape)}, its metadata implies "
                                  f"{tuple(buffer.shape)}.")
-        buffer.copy_(values.to(buffer.dtype))
+        with torch.no_grad():
+            buffer.copy_(values.to(buffer.dtype))
 
 
 @torch.no_grad()
-def check_rebuilt(model: ReferenceModel, predictor: Predictor, images: np.ndarray, products: np.ndarray) -> None:
+def check_rebuilt(model: torch.nn.Module, predictor: Predictor, images: np.ndarray, products: np.ndarray) -> None:
     """The rebuilt model must score as the file does, or the file was made by other features than these."""
     expected = predictor.scores(images, products)
     got = softmax_scores(model(torch.from_numpy(images), torch.from_numpy(products))[0].numpy(),
                          predictor.metadata.temperature, 1)
     if not float(np.abs(got - expected).max()) <= TOLERANCE:
         raise CatalogueError(f"{predictor.path} does not score as the model rebuilt from it ({np.abs(got - expected).max():.1e}"
-                             " apart): it was made by another version of the reference recipe; retrain it.")
+                             " apart): it was made by another version of its recipe; retrain it.")
 
 
 # --------------------------------------------------------------------------- photos and artwork
@@ -231,16 +258,32 @@ def standardise(product: ReferenceModel, model: ReferenceModel, raw: torch.Tenso
 # --------------------------------------------------------------------------- growing and shrinking
 
 
-def with_rows(model: ReferenceModel, metadata: ModelMetadata, rows: list[tuple[ReferenceModel, int]]) -> ReferenceModel:
-    """A model whose product i is product rows[i][1] of model rows[i][0]; shared buffers and features from `model`."""
+def with_rows(model: torch.nn.Module, metadata: ModelMetadata, rows: list[tuple[torch.nn.Module, int]]) -> torch.nn.Module:
+    """A model whose product i is product rows[i][1] of model rows[i][0]; shared tensors and features from `model`."""
     grown = _empty(len(rows), metadata, pretrained=False)
     grown.features = model.features
+    per_product, shared = _buffers(model)
+    mine, theirs = grown.state_dict(keep_vars=True), [source.state_dict(keep_vars=True) for source, _ in rows]
     with torch.no_grad():
-        for name in PER_PRODUCT_BUFFERS:
-            getattr(grown, name).copy_(torch.stack([getattr(source, name)[index] for source, index in rows]))
-        for name in SHARED_BUFFERS:
-            getattr(grown, name).copy_(getattr(model, name))
+        for name in per_product:
+            mine[name].copy_(torch.stack([state[name][index] for state, (_, index) in zip(theirs, rows)]))
+        for name in shared:
+            mine[name].copy_(model.state_dict(keep_vars=True)[name])
+    if isinstance(model, ComparatorModel):
+        grown.head = model.head
     return grown.eval()
+
+
+def enrol_product(model: ComparatorModel, metadata: ModelMetadata, frames: list[Image.Image],
+                  reference: Reference) -> ComparatorModel:
+    """One product enrolled into a one-product comparator sharing `model`'s features: nothing is trained."""
+    product = _empty(1, metadata, pretrained=False)
+    product.features = model.features
+    try:
+        enrol(product, [frames], [reference], metadata.preprocess)
+    except ValueError as exc:
+        raise CatalogueError(str(exc)) from exc
+    return product.eval()
 
 
 # --------------------------------------------------------------------------- add and remove
@@ -265,7 +308,8 @@ def add_product(path: Path, name: str, photos: Path, out: Path, artwork: Path | 
         raise CatalogueError(_too_few(len(mine), len(frames), elsewhere, none, artwork is not None))
     images, products = _known_inputs(metadata, frames=mine)
     check_rebuilt(model, predictor, images, products)
-    product = fit_product(model, metadata, name, mine, standardisation)
+    product = (enrol_product(model, metadata, mine, reference) if isinstance(model, ComparatorModel)
+               else fit_product(model, metadata, name, mine, standardisation))
     grown = with_rows(model, metadata, [*((model, i) for i in range(len(names))), (product, 0)])
     catalogue = {**metadata.catalogue, name: {"photos": len(mine), "reference_image": thumbnail_data_uri(frame)}}
     updated = replace(metadata, version="", references=(*metadata.references, reference), catalogue=catalogue,
@@ -273,7 +317,8 @@ def add_product(path: Path, name: str, photos: Path, out: Path, artwork: Path | 
                       metrics=_metrics(metadata.metrics, [*names, name]))
     new_index = np.full(len(images), len(names), np.int64)
     written = export(grown, updated, out, np.concatenate([images, images]), products=np.concatenate([products, new_index]))
-    return Added(written, len(mine), unreadable, elsewhere, none, product.centre[0].tolist(), product.spread[0].tolist())
+    standardised = (product.centre[0].tolist(), product.spread[0].tolist()) if hasattr(product, "centre") else ([], [])
+    return Added(written, len(mine), unreadable, elsewhere, none, *standardised)
 
 
 def remove_product(path: Path, name: str, out: Path) -> ModelMetadata:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from inference.align import NotRecognised, references_from_json
-from inference.classes import CLASSES
+from inference.classes import CLASSES, COUNTERFEIT
 from inference.images import ImageError
 from inference.layout import Sample, image_files, list_split
 from inference.metadata import ModelMetadata, Thresholds
@@ -173,6 +173,6 @@ def export_checkpoint(checkpoint_path: Path, out: Path, images_root: Path | None
 
 def _samples_under(root: Path) -> list[Sample]:
     """val/ of a DATA root if present, else any images under root (labels unknown, so all as 0)."""
-    if (root / "val").is_dir():
-        return list_split(root, "val")
+    if (root / "val").is_dir():  # genuines alone will do (a comparator's val may have no counterfeits)
+        return list_split(root, "val", optional=(COUNTERFEIT,))
     return [Sample(p, 0, "") for p in image_files(root)] if root.is_dir() else []

@@ -43,6 +43,19 @@ def _reference_lines(meta) -> list[str]:
             "photo showing none of the products is answered `retake` (not recognised)"]
 
 
+def _comparator_lines(meta) -> list[str]:
+    products = ", ".join(f"`{r.product}`" for r in meta.references)
+    head = meta.metrics.get("comparator_head") or {}
+    return ["- Recipe: comparator. Each photo is registered (SIFT keypoints, RANSAC homography) to the genuine "
+            f"reference of one of its products ({products}) and compared with that product's enrolled genuine "
+            "photos (hue over the print; frozen ImageNet EfficientNet-Lite0 features, colour and chromaticity "
+            "per location, against the nearest genuines) by a head trained once on real photo pairs of "
+            f"{len(head.get('products', []))} other products ({head.get('pairs', '?')} pairs, from "
+            f"`{head.get('data', '?')}`); products are enrolled, not trained",
+            f"- Input: {meta.preprocess.width}x{meta.preprocess.height} px in the product's reference frame; a "
+            "photo showing none of the products is answered `retake` (not recognised)"]
+
+
 def _classifier_fit(config, epochs, best) -> list[str]:
     return [f"- Data: `{config['data']}`; {len(epochs)} epochs, batch {config['batch_size']}, {config['optimizer']} "
             f"lr {config['lr']}, seed {config['seed']}",
@@ -51,8 +64,10 @@ def _classifier_fit(config, epochs, best) -> list[str]:
 
 
 def _reference_fit(config, best) -> list[str]:
-    return [f"- Data: `{config['data']}`: statistics from the train genuines (counterfeits are not needed), "
-            f"calibrated on val; seed {config['seed']}",
+    what = ("enrolled from the train genuines" if config["recipe"] == "comparator"
+            else "statistics from the train genuines")
+    return [f"- Data: `{config['data']}`: {what} (counterfeits are not needed), calibrated on val "
+            f"({best.get('val_counterfeits', 'real')} counterfeits); seed {config['seed']}",
             f"- Val ROC-AUC {_fmt(best.get('roc_auc'))}, accuracy {_fmt(best.get('accuracy'))}; train genuines "
             f"left out (not registered) {best.get('train_genuines_left_out')}"]
 
@@ -76,7 +91,8 @@ def render(run: Path, purpose: str = "") -> str:
         *([purpose, ""] if purpose else []),
         *_warning_lines(meta.metrics.get("warnings", [])),
         "## Model",
-        *(_reference_lines(meta) if meta.references else _classifier_lines(meta, config)),
+        *({"reference": _reference_lines, "comparator": _comparator_lines}[config["recipe"]](meta)
+          if meta.references else _classifier_lines(meta, config)),
         f"- Calibration: temperature {meta.temperature:.3f}; thresholds low {meta.thresholds.low:.4f}, "
         f"high {meta.thresholds.high:.4f} (target precision {config['target_precision']} per class on val)",
         "",

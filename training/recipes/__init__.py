@@ -141,6 +141,18 @@ register(Recipe(
     image_divisor_why="its 2x2 pixel and 8x8 feature cells",
 ))
 register(Recipe(
+    name="comparator",
+    help="enrol each product's genuine photos into a comparator trained once on real photo pairs",
+    default_image_size=(320, 320),  # real phone photos of packages are often square, ~350 px
+    fitted="comparator enrolled",
+    fit=lazy("training.recipes.comparator.fit", "fit"),
+    empty_model=lazy("training.recipes.comparator.model", "empty_model"),
+    export_graph=lazy("training.recipes.reference.model", "export_graph"),  # the same inputs: photo, product
+    ignores="has no epochs or network to train",
+    image_divisor=8,
+    image_divisor_why="its 8x8 pixel cells",
+))
+register(Recipe(
     name="classifier",
     help="a CNN on the whole frame (the options below up to --lr are its own)",
     default_image_size=(320, 240),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,8 +64,29 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
     out, spec = Path(config.out), config.preprocess_spec()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    found = registered_genuines(config.data, spec, progress)
+    model = ReferenceModel(len(found.references), config.image_size, spec.mean, spec.std)
+    fit_statistics(model, dict(zip(found.products, found.frames)), spec, progress)
+    val, labels, val_left_out = prepared_samples(list_split(config.data, "val"), spec, found.references, progress)
+    calibration, metrics = _calibrate(model, val, labels, config.target_precision)
+    return save_and_export(model, config, found, calibration, {**metrics, "val_not_recognised": val_left_out})
+
+
+class Registered(NamedTuple):
+    """A DATA folder's products as registration finds them, and their train genuines in their frames."""
+
+    products: list[str]
+    references: list[Reference]
+    frames: list[list[Image.Image]]  # each product's registered train genuines
+    reference_frames: dict[str, Image.Image]  # {product: the photo its reference was taken from}
+    folders: dict[str, str]  # {product: the folder it was found in}
+    left_out: int  # train genuines registered to no product of their own folder
+
+
+def registered_genuines(data, spec, progress: bool) -> Registered:
+    """Steps 1 and 2 above, shared with the comparator recipe."""
     # Counterfeits are not needed to learn what genuine prints look like: train/counterfeit/ may be empty.
-    by_folder = _genuines_by_product(list_split(config.data, "train", optional=(COUNTERFEIT,)), spec, progress)
+    by_folder = _genuines_by_product(list_split(data, "train", optional=(COUNTERFEIT,)), spec, progress)
     described = {folder: [keypoints(frame) for frame in tqdm(frames, desc=f"keypoints {folder}".strip(),
                                                                disable=not progress, leave=False)]
                  for folder, frames in by_folder.items()}  # found once per photo, used by every step below
@@ -75,16 +97,18 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
     registered = _register_genuines(by_folder, described, references, [folders[p] for p in groups])
     reference_frames = {product: by_folder[folders[product]][groups[product][index]]
                         for product, (index, _) in chosen.items()}
-    model = ReferenceModel(len(references), config.image_size, spec.mean, spec.std)
-    fit_statistics(model, dict(zip(groups, registered)), spec, progress)
     left_out = sum(len(frames) for frames in by_folder.values()) - sum(len(frames) for frames in registered)
-    val, labels, val_left_out = prepared_samples(list_split(config.data, "val"), spec, references, progress)
-    calibration, metrics = _calibrate(model, val, labels, config.target_precision)
-    metrics.update(train_genuines_left_out=left_out, val_not_recognised=val_left_out,
-                   products=list(groups))
-    save_checkpoint(out / "checkpoint.pt", model, config, references=references_to_json(references),
+    return Registered(list(groups), references, registered, reference_frames, folders, left_out)
+
+
+def save_and_export(model: torch.nn.Module, config: TrainConfig, found: Registered, calibration: dict,
+                    metrics: dict) -> dict:
+    """Checkpoint, metrics and the verified ONNX export of a model fitted on registered products."""
+    out = Path(config.out)
+    metrics = {**metrics, "train_genuines_left_out": found.left_out, "products": found.products}
+    save_checkpoint(out / "checkpoint.pt", model, config, references=references_to_json(found.references),
                     calibration=calibration, metrics=metrics,
-                    catalogue=_catalogue(reference_frames, [len(frames) for frames in registered], folders))
+                    catalogue=_catalogue(found.reference_frames, [len(f) for f in found.frames], found.folders))
     (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, **metrics}) + "\n")
     metadata = export_checkpoint(out / "checkpoint.pt", out / "model.onnx")
     return {"best": {"epoch": 1, **metrics}, "model": str(out / "model.onnx"), "version": metadata.version,
@@ -190,9 +214,7 @@ def _register_genuines(by_folder: dict[str, list[Image.Image]], described: dict[
 def _calibrate(model: ReferenceModel, val: list[Prepared], labels: np.ndarray,
                target_precision: float) -> tuple[dict, dict]:
     """Standardise the fused score on the val genuines, map it to a logit, fit temperature and thresholds."""
-    if (labels == 0).sum() < 2 or (labels == 1).sum() < 1:
-        raise DataError("The reference recipe calibrates on val: it needs at least 2 recognised genuine and 1 "
-                        f"counterfeit val photos; it has {(labels == 0).sum()} and {(labels == 1).sum()}.")
+    check_val(labels, "reference recipe")
     raw = torch.cat([model.raw_scores(*map(torch.from_numpy, stacked(val[i : i + BATCH])))
                      for i in range(0, len(val), BATCH)])
     genuine = raw[torch.from_numpy(labels == 0)]
@@ -200,10 +222,26 @@ def _calibrate(model: ReferenceModel, val: list[Prepared], labels: np.ndarray,
     model.spread.copy_(genuine.std(0) + 1e-6)
     # One standardisation for all val genuines, copied to every product's row (model.py).
     fused = ((raw - model.centre[0]) / model.spread[0]).amax(1).numpy().astype(np.float64)
-    scale, shift = logistic_fit(fused, labels)
+    return calibrate_score(model, fused, labels, target_precision)
+
+
+def check_val(labels: np.ndarray, recipe: str) -> None:
+    if (labels == 0).sum() < 2 or (labels == 1).sum() < 1:
+        raise DataError(f"The {recipe} calibrates on val: it needs at least 2 recognised genuine and 1 "
+                        f"counterfeit val photos; it has {(labels == 0).sum()} and {(labels == 1).sum()}.")
+
+
+def calibrate_score(model: torch.nn.Module, score: np.ndarray, labels: np.ndarray,
+                    target_precision: float) -> tuple[dict, dict]:
+    """Map a model's val score to a logit (its `scale` and `shift`, set here), fit temperature and thresholds
+    -> (calibration, val metrics)."""
+    scale, shift = logistic_fit(score, labels)
+    if scale < 0:  # val says more evidence means genuine: never inverted; the photos are simply not told apart
+        rate = float(np.clip(labels.mean(), 1e-3, 1 - 1e-3))
+        scale, shift = 0.0, float(np.log(rate / (1 - rate)))
     model.scale.fill_(scale)
     model.shift.fill_(shift)
-    half = (scale * fused + shift) / 2
+    half = (scale * score + shift) / 2
     logits = np.stack([-half, half], 1)  # what the graph computes (model.py)
     temperature, thresholds = calibrate(logits, labels, target_precision)
     warnings = calibration_problems(logits, labels, temperature, thresholds, target_precision)

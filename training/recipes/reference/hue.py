@@ -32,6 +32,13 @@ def hue_histogram(pixels: torch.Tensor, mask: torch.Tensor, directions: torch.Te
     """(N, HUE_BINS) histogram of hue over the mask, each location weighted by its chroma (0..1): grey,
     white and black print, and glare, have no hue to speak of. pixels (N, 3, h, w) in 0..1, mask (N, h, w).
     Hue is the angle of (2r - g - b, sqrt(3) (g - b)), soft-binned by the cosine to each bin's centre."""
+    histogram = hue_weights(pixels, mask, directions)[0].sum((2, 3))
+    return histogram / histogram.sum(1, keepdim=True).clamp_min(EPS)
+
+
+def hue_weights(pixels: torch.Tensor, mask: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (each location's chroma-weighted share in each hue bin (N, HUE_BINS, h/2, w/2), the POOLed pixels
+    they were read on (N, 3, h/2, w/2))."""
     pixels = F.avg_pool2d(pixels, POOL)
     mask = F.avg_pool2d(mask.unsqueeze(1), POOL).squeeze(1)
     red, green, blue = pixels.unbind(1)
@@ -39,9 +46,7 @@ def hue_histogram(pixels: torch.Tensor, mask: torch.Tensor, directions: torch.Te
     length = torch.sqrt(chroma_x**2 + chroma_y**2 + EPS)  # 2 x chroma
     cosines = (chroma_x.unsqueeze(1) * directions[0].view(1, -1, 1, 1)
                + chroma_y.unsqueeze(1) * directions[1].view(1, -1, 1, 1)) / length.unsqueeze(1)
-    weights = torch.exp(KAPPA * (cosines - 1)) * (length * mask / 2).unsqueeze(1)
-    histogram = weights.sum((2, 3))
-    return histogram / histogram.sum(1, keepdim=True).clamp_min(EPS)
+    return torch.exp(KAPPA * (cosines - 1)) * (length * mask / 2).unsqueeze(1), pixels
 
 
 def hue_distance(histogram: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEATURE_CHANNELS = 40 + 112  # block 4 (stride 8) + block 10 (stride 16)
+STRIDE8_CHANNELS = 40  # block 4
+FEATURE_CHANNELS = STRIDE8_CHANNELS + 112  # block 4 (stride 8) + block 10 (stride 16)
 STRIDE = 8  # of the returned map, pixels of the input per cell
 _LAST_BLOCK = 10
 _STRIDE8_BLOCK = 4
@@ -32,7 +33,8 @@ class Lite0Features(nn.Module):
     corners, colour edges) at two scales, each averaged over 3x3 cells so a one-cell registration error
     matters less."""
 
-    def __init__(self, image_size: tuple[int, int], pretrained: bool = True) -> None:
+    def __init__(self, image_size: tuple[int, int], pretrained: bool = True, stride8_only: bool = False) -> None:
+        """stride8_only: return block 4's features alone (STRIDE8_CHANNELS), skipping blocks 5-10."""
         super().__init__()
         efficientnet, weights_path = _packaged()
         width, height = image_size
@@ -40,7 +42,7 @@ class Lite0Features(nn.Module):
         if pretrained:
             net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = nn.ModuleList(net._blocks[: _LAST_BLOCK + 1])
+        self.blocks = nn.ModuleList(net._blocks[: (_STRIDE8_BLOCK if stride8_only else _LAST_BLOCK) + 1])
         self.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> Lite0Features:
@@ -52,6 +54,8 @@ class Lite0Features(nn.Module):
             x = block(x)
             if index == _STRIDE8_BLOCK:
                 stride8 = x
+        if len(self.blocks) == _STRIDE8_BLOCK + 1:
+            return F.avg_pool2d(stride8, 3, 1, 1)
         stride8, stride16 = F.avg_pool2d(stride8, 3, 1, 1), F.avg_pool2d(x, 3, 1, 1)
         stride16 = F.interpolate(stride16, size=stride8.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([stride8, stride16], 1)

@@ -149,13 +149,20 @@ def _raw(maps: list[torch.Tensor], hue: torch.Tensor) -> torch.Tensor:
 
 def empty_model(config: TrainConfig, checkpoint: dict, path: Path) -> ReferenceModel:
     """The model a checkpoint's config and product references describe, before its weights are loaded."""
+    return products_model(ReferenceModel, config, checkpoint, path)
+
+
+def products_model(model_class, config: TrainConfig, checkpoint: dict, path: Path) -> nn.Module:
+    """An empty model of a recipe with per-product tensors (reference, comparator), sized by the checkpoint's
+    product references."""
     products = len((checkpoint.get("references") or {}).get("products") or [])
     if not products:
-        raise CheckpointError(f"{path} is a reference-recipe checkpoint without its product references.")
+        raise CheckpointError(f"{path} is a {config.recipe}-recipe checkpoint without its product references.")
     spec = config.preprocess_spec()
-    return ReferenceModel(products, config.image_size, spec.mean, spec.std, pretrained=False)
+    return model_class(products, config.image_size, spec.mean, spec.std, pretrained=False)
 
 
-def export_graph(model: ReferenceModel, image: torch.Tensor) -> tuple[nn.Module, tuple, list[str]]:
-    """(module to export, example inputs, input names): the registered photo and its product's index."""
+def export_graph(model: nn.Module, image: torch.Tensor) -> tuple[nn.Module, tuple, list[str]]:
+    """(module to export, example inputs, input names): the registered photo and its product's index (the
+    reference and comparator recipes alike)."""
     return model, (image, torch.zeros(1, dtype=torch.int64)), [INPUT_NAME, PRODUCT_NAME]
