@@ -64,3 +64,17 @@ def refuse_repeated_query(request: Request) -> None:
 
 # For routes with query parameters (all of them declare 422).
 SINGLE_VALUED_QUERY = [Depends(refuse_repeated_query)]
+
+
+def single_valued_form(*names: str):
+    """A dependency: 422 for any of these form fields given twice (case=A, case=B), as for the query string:
+    one value would silently win, and the evidence would keep a value the client did not mean."""
+
+    async def refuse_repeated_form(request: Request) -> None:
+        form = await request.form()  # parsed once per request: FastAPI has read it for the route already
+        repeated = [name for name in names if len(form.getlist(name)) > 1]
+        if repeated:
+            raise ApiError(422, "invalid_request", f"Form field `{repeated[0]}` given "
+                           f"{len(form.getlist(repeated[0]))} times: send each at most once.")
+
+    return Depends(refuse_repeated_form)

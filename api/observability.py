@@ -83,6 +83,17 @@ def configure_logging(level: str | int = "INFO") -> None:
 # ---- metrics -------------------------------------------------------------------------------------
 
 
+# HTTP methods that get a metric label of their own; any other (a client may send any token) is "other", so that
+# made-up methods cannot grow the series without bound (issue 24).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    """The method as a label value (and in logs): one of METHODS, or OTHER_METHOD."""
+    return method if method in METHODS else OTHER_METHOD
+
+
 class Metrics:
     """The app's Prometheus metrics, in a registry of its own (never the process-global default),
     so several apps in one process (tests, workers) never clash or share counts."""
@@ -103,7 +114,7 @@ class Metrics:
             self.verdicts.labels(verdict)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
+        self.requests.labels(route, method_label(method), str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
     def count_verdict(self, verdict: str) -> None:
@@ -199,7 +210,7 @@ class ObservabilityMiddleware:
         client = scope.get("client")
         fields = {
             "request_id": request_id,
-            "method": scope["method"],
+            "method": method_label(scope["method"]),
             # A raw path only when no route matched (a 404): cut short, and json.dumps escapes it.
             "path": template or scope["path"][:MAX_LOGGED_PATH],
             "status": status,
@@ -209,7 +220,7 @@ class ObservabilityMiddleware:
         }
         level = logging.ERROR if status >= 500 else logging.DEBUG if template in QUIET_ROUTES else logging.INFO
         # The message names no raw path, so plain-text log handlers cannot be fed forged lines either.
-        self.log.log(level, "%s %s %s", scope["method"], template or UNMATCHED, status, extra=fields)
+        self.log.log(level, "%s %s %s", fields["method"], template or UNMATCHED, status, extra=fields)
 
 
 # ---- wiring --------------------------------------------------------------------------------------

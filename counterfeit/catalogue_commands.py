@@ -27,6 +27,9 @@ def cmd_catalogue_list(args) -> int:
 
 
 def _writable(out: Path, force: bool) -> None:
+    """Checked before any work: a model file can be written at `out` (issue 24: a folder failed only at the end)."""
+    if out.is_dir():
+        raise CliError(f"{out} is a folder: give the model file's name for --out, e.g. {out / 'model.onnx'}")
     if out.exists() and not force:
         raise CliError(f"{out} exists: give another --out, or --force to replace it")
     if not out.parent.is_dir():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import socket
 import sys
 import threading
@@ -155,16 +154,13 @@ def _with_progress(records, total: int):
 def _write_file_atomically(path: Path, records) -> dict:
     """Write the records as JSON lines to PATH.tmp, then rename it to PATH: never a half-written PATH."""
     from evaluation.screen import write_jsonl
+    from inference.atomic import atomic_path
 
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w") as out:
+    try:  # also on Ctrl-C or a failing model: no stray temporary file, PATH as it was
+        with atomic_path(path) as tmp, tmp.open("w") as out:
             counts = write_jsonl(records, out)
-        os.replace(tmp, path)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:  # also on Ctrl-C or a failing model: no stray PATH.tmp
-        tmp.unlink(missing_ok=True)
     return counts
 
 

@@ -215,6 +215,10 @@ def test_remove_refusals(run_cli, catalogue_models, tmp_path):
     code, _, err = run_cli("catalogue", "remove", removed, "--product", KEPT, "--out", tmp_path / "y.onnx")
     assert code == 2 and "only product" in err
     assert not list(tmp_path.iterdir())
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    code, _, err = run_cli("catalogue", "remove", original, "--product", MOVED, "--out", folder, "--force")
+    assert code == 2 and "is a folder" in err and list(tmp_path.iterdir()) == [folder] and not list(folder.iterdir())
 
 
 # --------------------------------------------------------------------------- the model file and the API
@@ -280,3 +284,31 @@ def noise_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (240, 320, 3), np.uint8)).save(buffer, "JPEG")
     return buffer.getvalue()
+
+
+def test_a_symlink_planted_beside_the_output_is_never_written_through(reference_model, tmp_path):
+    """`catalogue remove --out OUT` with OUT.tmp a symlink to another file: that file is left alone (issue 24)."""
+    from training.catalogue import remove_product
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out.onnx"
+    (tmp_path / "out.onnx.tmp").symlink_to(victim)
+    remove_product(reference_model, MOVED, out)
+    assert victim.read_text() == "keep me" and Predictor(out).metadata.references[0].product == KEPT
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == ["out.onnx.tmp"]  # ours are gone
+
+
+def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
+    from inference.atomic import atomic_path
+
+    target = tmp_path / "model.onnx"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("export failed")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]

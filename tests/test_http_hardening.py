@@ -117,6 +117,23 @@ def test_a_filter_given_twice_is_422(client, keys):
     assert response.status_code == 422 and "`case` given 2 times" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("route", ["/v1/inspections", "/v1/items"])
+def test_a_form_field_given_twice_is_422_and_nothing_is_kept(client, keys, route):
+    """case=A and case=B in one upload: one value would silently win in the evidence (issue 24)."""
+    name = "image" if route == "/v1/inspections" else "images"
+    files = [(name, (f"p{i}.jpg", photo(), "image/jpeg")) for i in range(1 if name == "image" else 2)]
+    response = client.post(route, files=files, data={"case": ["A", "B"]}, headers=as_header(keys, "inspector"))
+    assert response.status_code == 422, response.text
+    assert "Form field `case` given 2 times" in response.json()["error"]["message"]
+    assert stored(client) == []
+
+
+def test_two_photos_for_one_inspection_are_422(client, keys):
+    files = [("image", ("a.jpg", photo(), "image/jpeg")), ("image", ("b.jpg", photo(), "image/jpeg"))]
+    response = client.post("/v1/inspections", files=files, headers=as_header(keys, "inspector"))
+    assert response.status_code == 422 and "`image` given 2 times" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("record_id", ["a%00b", "x" * 65])
 def test_hostile_record_ids_are_422(client, keys, record_id):
     response = client.get(f"/v1/inspections/{record_id}", headers=as_header(keys, "inspector"))

@@ -131,6 +131,23 @@ def test_metrics_count_requests_per_route_template(client):
     assert sample(text, "counterfeit_verdicts_total", verdict="retake") == 0  # exported from the start
 
 
+def test_made_up_methods_share_one_label(client, caplog):
+    """Any token is a valid HTTP method: each must not become a series of its own, nor a long label (issue 24)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    caplog.set_level(logging.INFO, logger="counterfeit.access")
+    for index in range(30):
+        client.request(f"FOO{index}", "/x")
+    client.request("M" * 2000, "/x")
+    text = client.get("/metrics").text
+    series = [s for family in text_string_to_metric_families(text) if family.name == "counterfeit_requests"
+              for s in family.samples if s.name == "counterfeit_requests_total"]
+    methods = {s.labels["method"] for s in series}
+    assert methods <= {"GET", "other"} and "M" * 2000 not in text
+    assert sum(s.value for s in series if s.labels["method"] == "other") == 31
+    assert {line["method"] for line in access_lines(caplog)} <= {"GET", "other"}
+
+
 def test_verdicts_batches_and_model_info():
     metrics = Metrics()
     for verdict in ("genuine", "counterfeit", "counterfeit"):

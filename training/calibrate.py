@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from inference.atomic import atomic_path
 from inference.calibration import calibrate, calibration_problems, choose_thresholds
 from inference.classes import CLASSES, COUNTERFEIT
 from inference.items import COMBINER_KEY, Combiner, combine, fit_combiner, form_items
@@ -85,11 +85,7 @@ def recalibrate(model: Path, data: Path, out: Path, target_precision: float | No
                                 "calibration_target_precision": target, **({"warnings": warnings} if warnings else {})})
     proto = onnx.load_from_string(model.read_bytes())
     metadata = stamp_metadata(proto, metadata)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    try:
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
         Predictor(tmp)  # the rewritten file must load and describe itself before it replaces anything
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return metadata

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from inference.atomic import atomic_path
 from training.config import TrainConfig
 from training.recipes import get_recipe
 
@@ -20,9 +20,8 @@ def save_checkpoint(path: Path, model: nn.Module, config: TrainConfig, **fields)
     """Write to a temporary file, then rename: an interrupted save never leaves a broken checkpoint."""
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     payload = {"model": state, "config": config.to_dict(), **fields}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig, dict]:

@@ -7,7 +7,6 @@ calibrated scores on real preprocessed images must equal torch's within `toleran
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from inference.align import NotRecognised, references_from_json
+from inference.atomic import atomic_path
 from inference.classes import CLASSES, COUNTERFEIT
 from inference.images import ImageError
 from inference.layout import Sample, image_files, list_split
@@ -56,14 +56,9 @@ def export(model: nn.Module, metadata: ModelMetadata, out: Path, images: np.ndar
     proto = onnx.load_from_string(_trace(model, metadata))
     metadata = stamp_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    try:
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
         _check_parity(model, tmp, images, products, tolerance)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
     return metadata
 
 

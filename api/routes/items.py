@@ -17,6 +17,7 @@ from api.deps import (
     SettingsDep,
     StoreDep,
     read_upload,
+    single_valued_form,
 )
 from api.errors import ApiError
 from api.items_service import MAX_PHOTOS, MIN_PHOTOS, inspect_item, item_records, record_item
@@ -28,7 +29,8 @@ from evidence_store import EvidenceStore, Record
 router = APIRouter(tags=["items"])
 
 
-@router.post("/v1/items", response_model=Item, responses=UPLOAD_ERRORS)
+@router.post("/v1/items", response_model=Item, responses=UPLOAD_ERRORS,
+             dependencies=[single_valued_form("location", "case", "note")])
 def create_item(
     images: Annotated[list[UploadFile], File(description=f"{MIN_PHOTOS} to {MAX_PHOTOS} photos of one item "
                                              "(its sides, its label), JPEG, PNG, WebP or HEIC")],

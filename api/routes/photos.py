@@ -17,6 +17,7 @@ from api.deps import (
     SettingsDep,
     StoreDep,
     read_upload,
+    single_valued_form,
 )
 from api.errors import ApiError
 from api.schemas import Inspection, Screenings, error_responses
@@ -29,7 +30,7 @@ router = APIRouter()
 
 
 @router.post("/v1/inspections", response_model=Inspection, responses=UPLOAD_ERRORS, tags=["inspections"],
-             dependencies=SINGLE_VALUED_QUERY)
+             dependencies=[*SINGLE_VALUED_QUERY, single_valued_form("image", "location", "case", "note")])
 def create_inspection(
     image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP or HEIC")],
     principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
