@@ -132,7 +132,11 @@ def _add_screen(sub) -> None:
     bulk.add_argument("--cache", type=int, default=4096, metavar="N",
                       help="answers kept for photos repeated in the manifest, by sha256 (default 4096; 0: none)")
     bulk.add_argument("--per-host", type=int, default=4, help="concurrent HTTP requests per host (default 4)")
-    bulk.add_argument("--http-timeout", type=float, default=15.0, help="seconds per HTTP attempt (default 15)")
+    bulk.add_argument("--http-timeout", type=float, default=15.0,
+                      help="seconds per HTTP attempt, the whole download (default 15)")
+    bulk.add_argument("--allow-local", type=existing_folder, metavar="DIR",
+                      help="rows may name local files (paths, file://) only inside DIR (default: the manifest's "
+                           "folder); regular files only")
     bulk.add_argument("--part-rows", type=int, default=1024, metavar="N",
                       help="Parquet output: rows per part file, the most a kill can lose (default 1024)")
     bulk.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",

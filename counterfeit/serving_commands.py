@@ -79,7 +79,8 @@ def _screen_manifest_locally(args) -> int:
     done = output.done_ids(predictor.metadata.version)
     total, skipped = count_rows(manifest, args.id_column, args.image_column, done)
     screener = manifest_screener(predictor, manifest, settings.limits, settings.quality_thresholds, cache=args.cache,
-                                 threads=args.threads, timeout_s=args.http_timeout, per_host=args.per_host)
+                                 threads=args.threads, timeout_s=args.http_timeout, per_host=args.per_host,
+                                 allow_local=args.allow_local)
     rows = not_done(read_rows(manifest, args.id_column, args.image_column), done)
     try:
         counts = _write_batches(screen_rows(rows, screener), output, _manifest_progress(total, skipped))
@@ -131,7 +132,7 @@ def _screen_on_ray(args) -> int:
     _predictor(model)  # a bad model file is one line here, not a failure in every Ray worker
     options = RayOptions(id_column=args.id_column, image_column=args.image_column, cache=args.cache,
                          threads=args.threads, per_host=args.per_host, http_timeout_s=args.http_timeout,
-                         workers=args.workers)
+                         workers=args.workers, allow_local=str(args.allow_local) if args.allow_local else None)
     counts, skipped = screen_on_ray(args.paths[0], model, args.output, args.ray or None, options)
     return _manifest_summary(counts, skipped, args.output)
 

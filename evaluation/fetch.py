@@ -1,10 +1,15 @@
 """Image bytes from a manifest's location: a local path, file://, http(s)://, or any fsspec URL (s3://, gs://…).
 
-Every location is untrusted: reads stop at the size limit (the server's upload limit), HTTP has timeouts,
-a few retries with backoff on 5xx and connection errors, and a cap on concurrent requests per host."""
+Every location is untrusted: reads stop at the size limit (the server's upload limit), HTTP has a deadline per
+attempt, a few retries with backoff on 5xx and connection errors, and a cap on concurrent requests per host.
+Local reads (plain paths, file://) are confined to one folder (by default the manifest's: rows written by
+sellers must not read /etc/passwd or /proc/self/environ) and read regular files only: a device such as
+/dev/zero never ends, and a FIFO would block for ever."""
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 import urllib.error
@@ -38,6 +43,7 @@ class Fetcher:
     retries: int = 3  # further attempts after the first, on 5xx / connection errors
     backoff_s: float = 0.5  # wait before retry k: backoff_s * 2**k seconds
     per_host: int = 4  # concurrent HTTP requests to one host at most
+    allow_local: Path | None = None  # local reads only inside this folder (None: `base`)
     _hosts: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -55,14 +61,24 @@ class Fetcher:
         return self._fsspec(location, scheme)
 
     def _local(self, path: Path) -> bytes:
+        allowed = (self.allow_local or self.base).resolve()
+        resolved = path.resolve()  # symlinks and `..` followed: the file that would really be read
+        if not resolved.is_relative_to(allowed):
+            raise FetchError("outside_allowed", f"{path} is outside {allowed}, the folder local images may be "
+                             "read from (--allow-local DIR widens it)")
         try:
-            size = path.stat().st_size
-            self._check_size(size)
-            return path.read_bytes()
+            # O_NONBLOCK: opening a FIFO does not wait for a writer; it is refused below as no regular file.
+            handle = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise FetchError("not_found", f"no such file: {path}") from None
         except OSError as exc:
             raise FetchError("unreadable", f"cannot read {path}: {exc.strerror or exc}") from None
+        with os.fdopen(handle, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise FetchError("not_a_file", f"{path} is not a regular file (a device, FIFO or folder)")
+            data = file.read(self.max_bytes + 1)  # bounded even if the file grows while it is read
+        self._check_size(len(data))
+        return data
 
     def _check_size(self, size: int) -> None:
         if size > self.max_bytes:
@@ -81,12 +97,13 @@ class Fetcher:
 
     def _http_once(self, url: str) -> bytes:
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        deadline = time.monotonic() + self.timeout_s  # for the whole attempt, not per socket read
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 length = response.headers.get("Content-Length")
                 if length and length.isdigit():
                     self._check_size(int(length))
-                data = response.read(self.max_bytes + 1)  # one byte more tells an over-size body
+                data = _read_by(response, self.max_bytes + 1, deadline)  # one byte more tells an over-size body
         except urllib.error.HTTPError as exc:
             if exc.code >= 500:
                 raise _Retryable(f"HTTP {exc.code} from the server") from None
@@ -117,3 +134,25 @@ class Fetcher:
             raise FetchError("unreadable", f"cannot read {location}: {exc}") from None
         self._check_size(len(data))
         return data
+
+
+CHUNK = 64 * 1024  # bytes per read of an HTTP body
+
+
+def _read_by(response, limit: int, deadline: float) -> bytes:
+    """Up to `limit` bytes of the body, or TimeoutError once the attempt's deadline has passed: a server
+    sending one byte a second keeps every socket read under the timeout, but not the whole attempt."""
+    chunks, size = [], 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server is too slow: the attempt's deadline passed")
+        sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+        if sock is not None:  # each read waits no longer than what is left of the deadline
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = response.read1(min(CHUNK, limit - size)) if hasattr(response, "read1") else response.read(
+            min(CHUNK, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

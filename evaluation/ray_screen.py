@@ -24,6 +24,7 @@ class RayOptions:
     threads: int = 2  # photos fetched and decoded at once, per actor
     per_host: int = 4  # concurrent HTTP requests per host, per actor
     http_timeout_s: float = 15.0
+    allow_local: str | None = None  # local reads only inside this folder (None: the manifest's)
     workers: int = 2  # actors, each with its own copy of the model
     cpus_per_worker: int = 1  # Ray CPUs reserved per actor, and onnxruntime's threads in it
 
@@ -45,7 +46,8 @@ class ScreenActor:
         self.screener = manifest_screener(Predictor(model, threads=options.cpus_per_worker), Path(manifest),
                                           settings.limits, settings.quality_thresholds, cache=options.cache,
                                           threads=options.threads, timeout_s=options.http_timeout_s,
-                                          per_host=options.per_host)
+                                          per_host=options.per_host,
+                                          allow_local=Path(options.allow_local) if options.allow_local else None)
 
     def __call__(self, batch):
         import pyarrow as pa

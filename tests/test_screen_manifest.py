@@ -263,6 +263,18 @@ class PhotoServer(BaseHTTPRequestHandler):
             return self.send_error(500)
         if self.path == "/missing":
             return self.send_error(404)
+        if self.path == "/trickle":  # one byte a second: every socket read is quick, the whole is not
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:  # the client gave up, as it should
+                pass
+            return
         if self.path == "/slow":
             with cls.lock:
                 cls.active += 1
@@ -305,6 +317,48 @@ def test_http_and_local_reads_stop_at_the_size_limit(photo_server, photos, tmp_p
     for location in (f"{photo_server}/ok", str(photos[0])):
         with pytest.raises(FetchError, match="too_large: "):
             fetcher.fetch(location)
+
+
+def test_http_timeout_is_a_deadline_for_the_whole_attempt(photo_server, tmp_path):
+    fetcher = Fetcher(base=tmp_path, max_bytes=10_000_000, timeout_s=1.0, retries=1, backoff_s=0.01)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"unreachable: .*(deadline|timed out).*\(after 2 attempts\)"):
+        fetcher.fetch(f"{photo_server}/trickle")
+    assert time.monotonic() - start < 6  # 2 attempts of 1 s each (was 100 s a try: 1 byte a second)
+
+
+def test_local_reads_stay_in_the_allowed_folder_and_read_regular_files_only(photos, tmp_path):
+    """Seller-written rows: no /etc/passwd, no `..`, no /proc, no /dev/zero, no FIFO (issue 24)."""
+    fetcher = Fetcher(base=tmp_path, max_bytes=10_000_000)
+    assert fetcher.fetch(str(photos[0].relative_to(tmp_path))) == photos[0].read_bytes()
+    for location in ("file:///etc/passwd", "../outside.jpg", "/proc/self/environ", "/dev/zero"):
+        with pytest.raises(FetchError, match="outside_allowed: "):
+            fetcher.fetch(location)
+    (tmp_path / "escape.jpg").symlink_to("/etc/passwd")  # a link inside that points outside
+    with pytest.raises(FetchError, match="outside_allowed: "):
+        fetcher.fetch("escape.jpg")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    with pytest.raises(FetchError, match="not_a_file: "):
+        fetcher.fetch("fifo.jpg")  # was a hang for ever
+    wide = Fetcher(base=tmp_path, max_bytes=1000, allow_local=Path("/"))
+    with pytest.raises(FetchError, match="not_a_file: "):
+        wide.fetch("file:///dev/zero")  # was 5 GB of memory, then a MemoryError
+    with pytest.raises(FetchError, match="too_large: "):
+        wide.fetch(str(photos[0]))
+
+
+def test_a_row_outside_the_folder_fails_alone(run_cli, photos, model_path, tmp_path):
+    manifest = write_csv(tmp_path / "m.csv", [{"id": "ok", "image": str(photos[0].relative_to(tmp_path))},
+                                              {"id": "zero", "image": "/dev/zero"},
+                                              {"id": "passwd", "image": "file:///etc/passwd"}])
+    code, _, _ = run_cli("screen", manifest, "--model", model_path, "--output", tmp_path / "o.jsonl")
+    rows = by_id(read_output(tmp_path / "o.jsonl"))
+    assert code == 0 and rows["ok"]["error"] is None
+    assert rows["zero"]["error"].startswith("outside_allowed: ") and rows["passwd"]["error"].startswith("outside_")
+    code, _, _ = run_cli("screen", manifest, "--model", model_path, "--output", tmp_path / "wide.jsonl",
+                         "--allow-local", "/")
+    rows = by_id(read_output(tmp_path / "wide.jsonl"))
+    assert rows["zero"]["error"].startswith("not_a_file: ") and rows["passwd"]["error"].startswith("unsupported_format: ")
 
 
 def test_http_requests_per_host_are_capped(photo_server, tmp_path):
