@@ -55,7 +55,7 @@ def cmd_screen(args) -> int:
 def _screen_manifest(args) -> int:
     """`counterfeit screen MANIFEST`: locally, or on Ray with --ray. Problems with the manifest, the output
     or a missing extra exit 2 with one line; a bad row is only a row with an error."""
-    from evaluation.bulk_output import OutputError
+    from evaluation.bulk_output import OutputError, output_lock
     from evaluation.manifest import ManifestError, MissingExtra
 
     if len(args.paths) > 1:
@@ -63,7 +63,8 @@ def _screen_manifest(args) -> int:
     if args.record:
         raise CliError("--record works with folders and image files; screen a manifest without it")
     try:
-        return _screen_on_ray(args) if args.ray is not None else _screen_manifest_locally(args)
+        with output_lock(args.output):
+            return _screen_on_ray(args) if args.ray is not None else _screen_manifest_locally(args)
     except (ManifestError, MissingExtra, OutputError) as exc:
         raise CliError(str(exc)) from exc
 

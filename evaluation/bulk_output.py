@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -34,6 +35,30 @@ def parquet_schema():
     import pyarrow as pa
 
     return pa.schema([(c, pa.float64() if c == "score" else pa.string()) for c in COLUMNS])
+
+
+@contextmanager
+def output_lock(path: Path | None):
+    """Hold an exclusive lock on `--output PATH` for the run: a second run on the same output (a cron
+    relaunch overlapping a slow run) is refused with OutputError, rather than writing every id twice. The
+    lock is the kernel's (flock on PATH's hidden .lock file beside it): it is released when the process
+    ends, however it ends, so a kill -9 leaves nothing to clean up."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"no such folder for --output: {path.parent}")
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another screening is writing {path} (it holds {lock.name}): wait for it to finish, "
+                              "or give another --output") from None
+        yield
 
 
 def open_output(path: Path | None, part_rows: int = PART_ROWS):

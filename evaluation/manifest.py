@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -75,13 +76,32 @@ def _records(path: Path, columns: tuple[str, str]) -> Iterator[dict]:
 def _csv_records(path: Path, columns: tuple[str, str]) -> Iterator[dict]:
     with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets often write a BOM
         reader = csv.DictReader(handle)
-        _check_columns(path, reader.fieldnames or [], columns)
-        yield from reader
+        with _readable(path, "a CSV file"):
+            _check_columns(path, reader.fieldnames or [], columns)
+        while True:
+            with _readable(path, "a CSV file"):
+                record = next(reader, None)
+            if record is None:
+                return
+            yield record
+
+
+@contextmanager
+def _readable(path: Path, what: str):
+    """A manifest that is not text (binary, another encoding) or has a field over the csv module's limit
+    (128 KiB) -> ManifestError naming the file, not a traceback (issue 24)."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path.name} is not UTF-8 text (byte {exc.start} of a read): save it as UTF-8 "
+                            f"{what}") from exc
+    except csv.Error as exc:  # e.g. "field larger than field limit (131072)"
+        raise ManifestError(f"{path.name} is not {what} this tool reads: {exc}") from exc
 
 
 def _jsonl_records(path: Path) -> Iterator[dict]:
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in _lines(path, handle):
             if not line.strip():
                 continue
             try:
@@ -89,6 +109,20 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
             except json.JSONDecodeError as exc:
                 raise ManifestError(f"{path.name} line {number} is not JSON ({exc.msg}): one object per line, "
                                     'e.g. {"id": "a1", "image": "https://…/a1.jpg"}') from exc
+            except RecursionError:  # 100,000 nested arrays: no manifest row is built like that
+                raise ManifestError(f"{path.name} line {number} nests too deeply: one flat object per line, "
+                                    'e.g. {"id": "a1", "image": "https://…/a1.jpg"}') from None
+
+
+def _lines(path: Path, handle) -> Iterator[tuple[int, str]]:
+    number = 0
+    while True:
+        with _readable(path, "a JSON lines file"):
+            line = handle.readline()
+        if not line:
+            return
+        number += 1
+        yield number, line
 
 
 def _parquet_records(path: Path, columns: tuple[str, str]) -> Iterator[dict]:

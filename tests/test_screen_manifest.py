@@ -124,6 +124,20 @@ def test_columns_are_named_and_ids_checked_before_screening(run_cli, photos, mod
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("long.csv", b"id,image\na," + b"x" * 200_000 + b"\n", "is not a CSV file this tool reads"),
+    ("binary.csv", b"id,image\n" + bytes(range(128, 256)) * 4 + b"\n", "is not UTF-8 text"),
+    ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", "line 1 nests too deeply"),
+    ("binary.jsonl", b"\xff\xfe\x00garbage\n", "is not UTF-8 text"),
+])
+def test_unreadable_manifests_exit_2_in_one_line(run_cli, model_path, tmp_path, name, content, message):
+    """Issue 24: each of these was a traceback and exit 1."""
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "o.jsonl"
+    code, _, err = run_cli("screen", tmp_path / name, "--model", model_path, "--output", out)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (("--output", "out.txt"), "name a .jsonl or .parquet output"),
     (("--record",), "--record works with folders"),
@@ -197,6 +211,20 @@ def test_a_kill_9_then_a_rerun_gives_every_id_once_and_the_same_answers(run_cli,
     resumed, whole = read_output(output), read_output(tmp_path / f"whole{suffix}")
     assert sorted(r["id"] for r in resumed) == sorted(r["id"] for r in whole) and len(resumed) == total
     assert_same_answers(resumed, whole)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_second_run_on_the_same_output_is_refused(run_cli, photos, model_path, tmp_path, suffix):
+    """A cron relaunch overlapping a slow run wrote every id twice (issue 24): the output is locked."""
+    from evaluation.bulk_output import output_lock
+
+    manifest, output = repeated_manifest(photos, tmp_path, 3), tmp_path / f"out{suffix}"
+    with output_lock(output):  # the first run, still writing
+        code, _, err = run_cli("screen", manifest, "--model", model_path, "--output", output)
+    assert code == 2 and "another screening is writing" in err and len(err.strip().splitlines()) == 1
+    assert not output.exists()
+    code, _, _ = run_cli("screen", manifest, "--model", model_path, "--output", output)
+    assert code == 0 and len(read_output(output)) == 3
 
 
 def test_a_torn_last_line_is_dropped_and_its_row_screened_again(run_cli, photos, model_path, tmp_path):
