@@ -20,11 +20,12 @@ from inference.metadata import ModelMetadata
 
 FACE_NUMBER = re.compile(r"-\d+$")  # "Bravo-Apple-Juice-3" is face 3 of the folder Bravo-Apple-Juice
 PHOTO_RETAKE, MIXED_PRODUCTS, MISSING_SIDE = "photo_retake", "mixed_products", "missing_side"
+REPEATED_PHOTO = "repeated_photo"
 
 
 @dataclass(frozen=True)
 class Retake:
-    reason: str  # PHOTO_RETAKE | MIXED_PRODUCTS | MISSING_SIDE
+    reason: str  # PHOTO_RETAKE | MIXED_PRODUCTS | MISSING_SIDE | REPEATED_PHOTO
     message: str  # what to photograph, for the person holding the phone
     missing_sides: tuple[str, ...] = ()
 
@@ -33,6 +34,23 @@ def line_of(metadata: ModelMetadata, product: str) -> str:
     if metadata.product_lines:
         return metadata.line_of(product) or product
     return FACE_NUMBER.sub("", product)
+
+
+def repeated_photo(photos: Sequence[ItemPhoto]) -> Retake | None:
+    """The same photo (the same bytes) sent as two sides: one side is not photographed, and the evidence would
+    keep one photo twice (issue 24)."""
+    first: dict[str, int] = {}
+    repeats = []
+    for number, photo in enumerate(photos, 1):
+        if photo.image.sha256 in first:
+            repeats.append((first[photo.image.sha256], number))
+        else:
+            first[photo.image.sha256] = number
+    if not repeats:
+        return None
+    pairs = "; ".join(f"{_numbers([a, b])} are the same photo" for a, b in repeats)
+    return Retake(REPEATED_PHOTO, f"Two sides are the same photo ({pairs}): photograph each side of the item "
+                  f"once and send the item again.")
 
 
 def photo_retake(photos: Sequence[ItemPhoto]) -> Retake | None:

@@ -1,7 +1,8 @@
 """What POST /v1/items does, without HTTP: score each photo of one item as an inspection is scored, check
 that they can be judged together (api.item_checks), combine them (inference.items), keep them as evidence.
 
-The order of judgement: photos of two product lines -> retake (which item is this?); else a photo the
+The order of judgement: the same photo sent twice -> retake (a side is missing, and one photo would be kept
+as two); photos of two product lines -> retake (which item is this?); else a photo the
 model calls counterfeit on its own -> the item is counterfeit, even when another photo must be retaken
 or a side is missing (no other side can make it genuine); else a photo to retake or a missing side ->
 retake; else the combined score against the item's thresholds (its calibration's, else the model's).
@@ -14,7 +15,7 @@ from typing import Sequence
 
 from api.batching import Batcher
 from api.evidence_fields import item_fields, item_photo_fields
-from api.item_checks import Retake, missing_side, mixed_products, photo_retake
+from api.item_checks import Retake, missing_side, mixed_products, photo_retake, repeated_photo
 from api.schemas import Item, ItemPhoto
 from api.service import ForEvidence, decode_budget, decoding_cost, model_fields, photo_fields
 from api.settings import Settings
@@ -75,7 +76,7 @@ def judge(photos: list[ItemPhoto], predictor: Predictor) -> Item:
     header = {**model_fields(predictor), "thresholds": thresholds.to_dict(),
               "combination": CALIBRATED if combiner else WORST_PHOTO, "photos": photos}
     scored = [photo for photo in photos if photo.score is not None]
-    retake = mixed_products(scored, meta)
+    retake = repeated_photo(photos) or mixed_products(scored, meta)
     if retake is None and not any(photo.verdict == COUNTERFEIT for photo in scored):
         retake = photo_retake(photos) or missing_side(scored, meta)
     if retake is not None or not scored:

@@ -112,7 +112,7 @@ class Item(BaseModel):
     combination: Literal["calibrated", "worst_photo"] = Field(
         description="calibrated: a fit on val items stored in the model file; worst_photo: the item is "
                     "scored as its highest-scoring photo (the model has no item calibration)")
-    reason: Literal["photo_retake", "mixed_products", "missing_side"] | None = Field(
+    reason: Literal["photo_retake", "mixed_products", "missing_side", "repeated_photo"] | None = Field(
         None, description="why the item must be retaken (verdict retake)")
     message: str = Field(description="what to do, for the person holding the phone")
     missing_sides: list[str] = Field(default_factory=list, description="sides the catalogue lists for this "

@@ -121,6 +121,14 @@ def test_an_unrecognised_photo_gives_retake_naming_it(client, by_product):
     assert client.get(f"/v1/items/{item['id']}").json()["reason"] == "photo_retake"  # kept, as retakes are
 
 
+def test_the_same_photo_as_two_sides_gives_retake_naming_them(client, by_product):
+    """Issue 24 / 23: one photo sent as sides 1 and 3 was judged (genuine) and kept twice as evidence."""
+    photos = sorted(by_product.values())[0]
+    item = post_item(client, [photos[0], photos[1], photos[0]]).json()
+    assert item["verdict"] == "retake" and item["score"] is None and item["reason"] == "repeated_photo"
+    assert "photos 1 and 3 are the same photo" in item["message"]
+
+
 def test_photos_of_two_products_give_retake(client, by_product):
     (first, a), (second, b) = sorted(by_product.items())
     item = post_item(client, [a[0], a[1], b[0]]).json()
@@ -150,11 +158,12 @@ def test_a_side_the_catalogue_lists_must_be_photographed(model_path, by_product,
 def test_a_counterfeit_side_outweighs_a_retake_or_genuine_sides(predictor):
     product = predictor.metadata.references[0].product
     high = predictor.metadata.thresholds.high
+    photo_numbers = iter(range(100))
 
-    def side(score, verdict=None):
+    def side(score, verdict=None):  # each a photo of its own
         return ItemPhoto(verdict=verdict or predictor.decide(score).verdict, score=score, product=product,
                          thresholds=predictor.metadata.thresholds.to_dict(), model={"name": "m", "version": "v"},
-                         image={"sha256": "0" * 64, "width": 1, "height": 1},
+                         image={"sha256": f"{next(photo_numbers):064d}", "width": 1, "height": 1},
                          quality={"ok": True, "reasons": [], "message": "ok", "measures": {}})
 
     fake = side(min(1.0, high + (1 - high) / 2))
