@@ -212,6 +212,8 @@ def _add_evidence(sub) -> None:
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     p.add_argument("--with-images", type=Path, metavar="DIR", help="also write the photos (metadata removed) here")
     p.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    p.add_argument("--allow-damaged", action="store_true", help="export a log that fails verification (exit 0); "
+                   "the header and a warning still say so")
     p.set_defaults(run=cmd_evidence_export)
     p = actions.add_parser("to-dataset", help="confirmed outcomes as a training DATA folder, split by case")
     p.add_argument("out", type=Path, help="DATA folder to create")

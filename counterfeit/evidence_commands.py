@@ -110,19 +110,43 @@ def _refused_as_cli_error(call, *args, **kwargs):
 
 
 def cmd_evidence_export(args) -> int:
+    """The log verified while it is exported (issue 24: a damaged store was exported without a word): the
+    verification is the export's first line, a warning on stderr, and exit 1 unless --allow-damaged."""
     store = open_evidence(args.data_dir)
     try:
+        report = _refused_as_cli_error(store.verify, images=args.with_images is not None)
+        header = export_header(report, args.format)
         if args.output is None:
+            sys.stdout.write(header)
             counts = store.export(sys.stdout, since=args.since, format=args.format, with_images=args.with_images)
         else:
             with args.output.open("w") as out:
+                out.write(header)
                 counts = store.export(out, since=args.since, format=args.format, with_images=args.with_images)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     finally:
         store.close()
     print("exported " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=sys.stderr)
-    return 0
+    if report.ok:
+        return 0
+    bad = report.first_bad
+    print(f"warning: the log is DAMAGED: entry seq {bad['seq']} (id {bad['id']}): {bad['problem']}; the export "
+          "says so in its first line" + ("" if args.allow_damaged else " (--allow-damaged to exit 0)"), file=sys.stderr)
+    return 0 if args.allow_damaged else 1
+
+
+def export_header(report, format: str) -> str:
+    """The export's first line: the verification result. JSON lines: an object without `seq` (every entry
+    has one); CSV: a line starting with '#', before the column names."""
+    verification = {"verified": "intact" if report.ok else "damaged", "entries_checked": report.checked,
+                    "head_seq": report.head_seq, "head_hash": report.head_hash, "first_bad": report.first_bad}
+    if format == "jsonl":
+        return json.dumps({"counterfeit_evidence_export": verification}, sort_keys=True) + "\n"
+    bad = report.first_bad
+    state = "intact" if report.ok else f"DAMAGED at entry seq {bad['seq']} ({bad['problem']})"
+    return (f"# counterfeit evidence export; verification: {state}; {report.checked} entries checked; "
+            f"head seq {report.head_seq} hash {report.head_hash}\n")
 
 
 def cmd_evidence_to_dataset(args) -> int:

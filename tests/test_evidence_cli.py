@@ -48,14 +48,36 @@ def test_verify_passes_then_names_the_altered_record(run_cli, logged):
     assert code == 1 and "ALTERED: entry seq 3" in out and "altered" in out
 
 
+def csv_rows(path) -> list[dict]:
+    """An export's CSV rows, below its '#' verification line."""
+    with path.open() as handle:
+        assert handle.readline().startswith("# counterfeit evidence export; verification: ")
+        return list(csv.DictReader(handle))
+
+
 def test_export_csv_and_jsonl(run_cli, logged, tmp_path):
     code, _, _ = run_cli("evidence", "export", "--output", tmp_path / "log.csv", "--with-images", tmp_path / "img")
-    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    rows = csv_rows(tmp_path / "log.csv")
     assert code == 0 and len(rows) == 8 and len(list((tmp_path / "img").iterdir())) >= 1
     screened = {json.loads(line)["record_id"]: json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()}
     assert all(row["product"] == (screened[row["id"]].get("product") or "") for row in rows)  # none: a classifier
     code, out, _ = run_cli("evidence", "export", "--format", "jsonl")
-    assert code == 0 and len(out.splitlines()) == 8
+    header, *entries = out.splitlines()
+    assert code == 0 and len(entries) == 8 and all("seq" in json.loads(line) for line in entries)
+    assert json.loads(header)["counterfeit_evidence_export"]["verified"] == "intact"
+
+
+def test_a_damaged_log_is_exported_with_a_warning_and_exit_1(run_cli, logged, tmp_path):
+    """Issue 24: an edited row was exported with exit 0 and not a word."""
+    tamper(logged, "UPDATE records SET score = 0.999 WHERE seq = 3")
+    code, out, err = run_cli("evidence", "export", "--format", "jsonl")
+    verification = json.loads(out.splitlines()[0])["counterfeit_evidence_export"]
+    assert code == 1 and verification["verified"] == "damaged" and verification["first_bad"]["seq"] == 3
+    assert "the log is DAMAGED: entry seq 3" in err and "--allow-damaged" in err
+    code, _, err = run_cli("evidence", "export", "--output", tmp_path / "log.csv", "--allow-damaged")
+    assert code == 0 and "DAMAGED" in err
+    assert (tmp_path / "log.csv").read_text().startswith("# counterfeit evidence export; verification: DAMAGED at "
+                                                         "entry seq 3")
 
 
 def test_to_dataset_writes_confirmed_outcomes_split_by_case(run_cli, logged, tmp_path):
