@@ -61,6 +61,8 @@ class Settings(BaseSettings):
                                      "frame's central 60% x 60%, as a share of it, above: glare.")
     quality_min_chroma: float = Field(QualityThresholds.min_chroma, description="99th-percentile chroma (levels "
                                       "0..128) below: grayscale.")
+    quality_min_jpeg_quality: int = Field(QualityThresholds.min_jpeg_quality, description="JPEG quality the upload "
+                                          "was last saved at, below: compressed (send the original).")
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -72,7 +74,7 @@ class Settings(BaseSettings):
             min_side=self.quality_min_side, min_sharpness=self.quality_min_sharpness,
             min_brightness=self.quality_min_brightness, max_brightness=self.quality_max_brightness,
             max_clipped=self.quality_max_clipped, max_glare=self.quality_max_glare,
-            min_chroma=self.quality_min_chroma,
+            min_chroma=self.quality_min_chroma, min_jpeg_quality=self.quality_min_jpeg_quality,
         )
 
     @property

@@ -11,6 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats we decode. Anything else (TIFF, PSD, EPS, PDF, ...) is refused before a decoder runs,
@@ -75,6 +76,7 @@ class LoadedImage:
     width: int  # of the original photo, upright
     height: int
     format: str
+    jpeg_quality: int | None = None  # JPEGs: the quality the file was last saved at (jpeg_quality())
 
 
 def load_image(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, int] | None = None) -> LoadedImage:
@@ -86,17 +88,42 @@ def load_image(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, i
 
     Multi-frame files (MPO, animated PNG/WebP, HEIF sequences) give their first (primary) frame."""
     image, image_format, (width, height) = _opened(data, limits, draft_to)
+    quality = jpeg_quality(image) if image_format == "JPEG" else None
     _decode(image)
     factor = reduction_factor(image.size, draft_to)
     if factor == 1:
         # Only EXIF orientation is applied here: HEIF rotations (irot/imir boxes) were applied by libheif while
         # decoding, and pillow-heif then resets the EXIF orientation to 1, so no photo is turned twice.
         ImageOps.exif_transpose(image, in_place=True)
-        return LoadedImage(image=to_rgb(image), width=width, height=height, format=image_format)
+        return LoadedImage(image=to_rgb(image), width=width, height=height, format=image_format, jpeg_quality=quality)
     reduced = _reduced_rgb(image, factor)
     method = _UPRIGHT.get(_orientation(image))
     upright = reduced if method is None else reduced.transpose(method)
-    return LoadedImage(image=upright, width=width, height=height, format=image_format)
+    return LoadedImage(image=upright, width=width, height=height, format=image_format, jpeg_quality=quality)
+
+
+# The IJG (libjpeg) luminance quantisation table at quality 50, ITU T.81 Annex K: what every JPEG encoder's
+# "quality" setting scales.
+_IJG_LUMINANCE = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57,
+                           69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64,
+                           81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+                          dtype=np.float64)
+
+
+def jpeg_quality(image: Image.Image) -> int | None:
+    """The IJG quality (1..100) whose luminance table is nearest the file's, or None when it has none. Phone
+    cameras write 75-98 (the real photos beside the project: 75-80); a copy re-saved at 30 reads 30."""
+    tables = getattr(image, "quantization", None) or {}
+    if 0 not in tables or len(tables[0]) != 64:
+        return None
+    # Compared sorted: Pillow's table order (zigzag or natural) does not matter then.
+    found = np.sort(np.asarray(tables[0], dtype=np.float64))
+    return min(range(1, 101), key=lambda q: float(np.abs(_ijg_table(q) - found).sum()))
+
+
+def _ijg_table(quality: int) -> np.ndarray:
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    return np.sort(np.clip(np.floor((_IJG_LUMINANCE * scale + 50) / 100), 1, 255))
 
 
 def decode_cost(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, int] | None = None) -> int:

@@ -21,7 +21,7 @@ def decode_and_prepare(data: bytes, predictor: Predictor, limits: Limits = Limit
 def check_and_prepare(loaded: LoadedImage, predictor: Predictor,
                       thresholds: QualityThresholds = QualityThresholds()) -> Checked:
     """A decoded photo -> (it, its quality, the model input or None when it must be retaken)."""
-    quality = check(loaded.image, (loaded.width, loaded.height), thresholds)
+    quality = check(loaded.image, (loaded.width, loaded.height), thresholds, loaded.jpeg_quality)
     if not quality.ok:
         return loaded, quality, None
     try:

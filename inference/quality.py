@@ -43,7 +43,8 @@ _FLAT = 1.0  # luma variance (levels^2) below which a frame is blank
 # (shelf lights, a white wall) hides nothing that is judged.
 CENTRE = 0.6
 
-REASONS: tuple[str, ...] = ("too_small", "blurry", "too_dark", "overexposed", "glare", "grayscale")  # check()
+REASONS: tuple[str, ...] = ("too_small", "blurry", "too_dark", "overexposed", "glare", "grayscale",
+                            "compressed")  # check()
 NOT_RECOGNISED = "not_recognised"  # reference models only (inference/align.py): no product registered
 
 # Reason codes in the order they are reported, each with the problem and what the inspector should do.
@@ -55,6 +56,7 @@ _ADVICE: dict[str, tuple[str, str]] = {
     "glare": ("washed out by a reflection that covers the label", "tilt the item or move away from the light"),
     "grayscale": ("in black and white (no colour)",
                   "send the colour photo or switch off the camera's black-and-white filter"),
+    "compressed": ("a heavily compressed copy", "send the original photo, not a compressed copy"),
     NOT_RECOGNISED: ("not recognised as one of the model's products",
                      "photograph the front of the package so that it fills most of the frame"),
 }
@@ -75,6 +77,10 @@ class QualityThresholds:
     # 99th percentile of chroma max(|Cb-128|, |Cr-128|), levels 0..128: real photos >= 25, any
     # black-and-white photo <= 1 (JPEG colour noise).
     min_chroma: float = 4.0
+    # JPEG quality the file was last saved at (inference.images.jpeg_quality), below: a compressed copy
+    # (a messenger's or a marketplace's thumbnail), whose blocks and lost colour read as a different print
+    # (the demo model called genuine-1.jpg re-saved at 30 counterfeit, 0.95). Phone photos: 75-98.
+    min_jpeg_quality: int = 50
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_brightness < self.max_brightness <= 255:
@@ -88,6 +94,8 @@ class QualityThresholds:
             raise ValueError(f"max_glare is a share of the frame's centre, 0..1; got {self.max_glare}.")
         if not 0 <= self.min_chroma <= 128:
             raise ValueError(f"min_chroma is a chroma level, 0..128; got {self.min_chroma}.")
+        if not 0 <= self.min_jpeg_quality <= 100:
+            raise ValueError(f"min_jpeg_quality is a JPEG quality, 0..100; got {self.min_jpeg_quality}.")
         if self.min_side < 0 or self.min_sharpness < 0:
             raise ValueError(f"min_side and min_sharpness must be >= 0; got {self.min_side}, {self.min_sharpness}.")
 
@@ -96,17 +104,21 @@ class QualityThresholds:
 class QualityReport:
     ok: bool
     reasons: tuple[str, ...]  # stable codes, in REASONS order: too_small, blurry, too_dark, overexposed,
-    # glare, grayscale, not_recognised
+    # glare, grayscale, compressed, not_recognised
     message: str  # one sentence for the person holding the phone
     measures: dict  # sharpness, brightness, clipped (0..1), glare (0..1), chroma (levels) and min_side (px),
     # as compared with the thresholds
 
 
 def check(
-    image: Image.Image, original_size: tuple[int, int], thresholds: QualityThresholds = QualityThresholds()
+    image: Image.Image, original_size: tuple[int, int], thresholds: QualityThresholds = QualityThresholds(),
+    jpeg_quality: int | None = None,
 ) -> QualityReport:
-    """Judge `image` (as decoded, possibly at reduced scale) of a photo that was `original_size` (w, h)."""
+    """Judge `image` (as decoded, possibly at reduced scale) of a photo that was `original_size` (w, h), a
+    JPEG last saved at `jpeg_quality` (None: not a JPEG, or not known)."""
     measures = measure(image, original_size)
+    if jpeg_quality is not None:
+        measures["jpeg_quality"] = int(jpeg_quality)
     reasons = _reasons(measures, thresholds)
     return QualityReport(ok=not reasons, reasons=reasons, message=advice(reasons), measures=measures)
 
@@ -194,6 +206,7 @@ def _reasons(measures: dict, thresholds: QualityThresholds) -> tuple[str, ...]:
     exposed = not (failed["too_dark"] or failed["overexposed"])
     failed["glare"] = exposed and measures["glare"] > thresholds.max_glare
     failed["grayscale"] = exposed and measures["chroma"] < thresholds.min_chroma
+    failed["compressed"] = measures.get("jpeg_quality", 100) < thresholds.min_jpeg_quality
     return tuple(reason for reason in REASONS if failed[reason])
 
 

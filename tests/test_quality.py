@@ -30,14 +30,14 @@ def clean_photos(tmp_path_factory) -> list[bytes]:
 
 
 def as_served(data: bytes):
-    """(image, original size) as the server hands them to the gate."""
+    """(image, original size, JPEG quality) as the server hands them to the gate."""
     loaded = load_image(data, draft_to=MODEL_INPUT)
-    return loaded.image, (loaded.width, loaded.height)
+    return loaded.image, (loaded.width, loaded.height), QualityThresholds(), loaded.jpeg_quality
 
 
-def jpeg(image: Image.Image) -> bytes:
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
+    image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -61,6 +61,8 @@ def degrade(image: Image.Image, reason: str, rng: np.random.Generator) -> Image.
         return with_reflection(image, rng.uniform(100, 110), rng.uniform(70, 78))
     if reason == "grayscale":
         return image.convert("L")
+    if reason == "compressed":
+        return image  # saved at JPEG quality 30 below
     return image.resize((120, 90), Image.Resampling.LANCZOS)  # too_small
 
 
@@ -96,14 +98,27 @@ def test_each_degradation_fails_with_exactly_its_reason(clean_photos, reason):
         originals = [image for image in originals if mean_luma(image) >= 100]
         assert len(originals) >= 5
     for original in originals:
-        report = check(*as_served(jpeg(degrade(original, reason, rng))))
+        report = check(*as_served(jpeg(degrade(original, reason, rng), 30 if reason == "compressed" else 90)))
         assert report.reasons == (reason,), report
         assert not report.ok and report.message.endswith("then retake it.")
 
 
+@pytest.mark.parametrize("quality, compressed", [(30, True), (45, True), (55, False), (75, False), (95, False)])
+def test_a_compressed_copy_is_a_retake_asking_for_the_original(clean_photos, quality, compressed):
+    """Issue 23: genuine-1.jpg re-saved at JPEG quality 30 was called counterfeit, 0.95."""
+    image = load_image(clean_photos[0]).image
+    loaded = load_image(jpeg(image, quality))
+    assert abs(loaded.jpeg_quality - quality) <= 1 and load_image(jpeg(image)).jpeg_quality == 90
+    report = check(*as_served(jpeg(image, quality)))
+    assert ("compressed" in report.reasons) == compressed and report.measures["jpeg_quality"] == loaded.jpeg_quality
+    if compressed:
+        assert "send the original photo, not a compressed copy" in report.message
+
+
 def test_thresholds_are_configurable(clean_photos):
-    image, size = as_served(clean_photos[0])
+    image, size, _, quality = as_served(clean_photos[0])
     measures = check(image, size).measures
+    assert check(image, size, QualityThresholds(min_jpeg_quality=quality + 1), quality).reasons == ("compressed",)
     stricter = {
         "blurry": QualityThresholds(min_sharpness=measures["sharpness"] + 0.01),
         "too_small": QualityThresholds(min_side=measures["min_side"] + 1),
@@ -225,7 +240,7 @@ def test_overexposure_is_reported_instead_of_glare_and_grayscale():
 
 
 def test_new_thresholds_are_configurable_and_checked(clean_photos):
-    image, size = as_served(clean_photos[0])
+    image, size, _, _ = as_served(clean_photos[0])
     measures = check(image, size).measures
     assert check(image, size, QualityThresholds(min_chroma=measures["chroma"] + 1)).reasons == ("grayscale",)
     assert check(image, size, QualityThresholds(max_glare=measures["glare"] - 1e-4)).reasons == ("glare",)
@@ -233,3 +248,5 @@ def test_new_thresholds_are_configurable_and_checked(clean_photos):
         QualityThresholds(max_glare=1.5)
     with pytest.raises(ValueError, match="min_chroma"):
         QualityThresholds(min_chroma=-1)
+    with pytest.raises(ValueError, match="min_jpeg_quality"):
+        QualityThresholds(min_jpeg_quality=101)
