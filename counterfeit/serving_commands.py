@@ -31,6 +31,7 @@ def cmd_screen(args) -> int:
 
     if any(manifest_format(path) and not path.is_dir() for path in args.paths):
         return _screen_manifest(args)
+    _check_folder_output(args.output)
     try:
         files = find_images(args.paths)
     except FileNotFoundError as exc:
@@ -50,6 +51,20 @@ def cmd_screen(args) -> int:
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no images"
     print(f"screened {len(files)} files: {summary}", file=sys.stderr)
     return 1 if files and counts.get("error", 0) == len(files) else 0
+
+
+def _check_folder_output(output: Path | None) -> None:
+    """Before any photo is scored (issue 23: a folder, or x.parquet written as JSON lines, was found out only
+    at the end, or never): screening files writes JSON lines, to a file that can be written."""
+    if output is None:
+        return
+    if output.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise CliError(f"--output {output}: screening image files writes JSON lines; name a .jsonl file "
+                       "(Parquet output is for manifests: `counterfeit screen MANIFEST --output OUT.parquet`)")
+    if output.is_dir():
+        raise CliError(f"--output {output} is a folder: name a .jsonl file, e.g. {output / 'screening.jsonl'}")
+    if not output.parent.is_dir():
+        raise CliError(f"no such folder for --output: {output.parent}")
 
 
 def _screen_manifest(args) -> int:

@@ -206,6 +206,9 @@ def heatmap_png(heatmap: np.ndarray, size: tuple[int, int]) -> bytes:
 
 
 def _read_model(path: Path) -> bytes:
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file: give the .onnx file in it, e.g. "
+                             f"{path / 'model.onnx'}")
     if not path.is_file():
         raise ModelFileError(f"Model file not found: {path}")
     data = path.read_bytes()

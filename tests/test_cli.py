@@ -140,6 +140,24 @@ def test_missing_paths_exit_2(run_cli, model_path, args, expected):
     assert code == 2 and expected in one_line(err)
 
 
+def test_a_model_folder_is_named_as_a_folder(run_cli, synth_data, tmp_path):
+    code, _, err = run_cli("screen", synth_data, "--model", tmp_path)
+    assert code == 2 and f"{tmp_path} is a folder, not a model file" in one_line(err)
+
+
+@pytest.mark.parametrize("name, message", [("x.parquet", "writes JSON lines; name a .jsonl file"),
+                                           ("x.csv", "writes JSON lines; name a .jsonl file"),
+                                           ("folder.jsonl", "is a folder"),
+                                           ("missing/x.jsonl", "no such folder for --output")])
+def test_a_folder_screens_output_is_checked_before_any_photo(run_cli, synth_data, model_path, tmp_path, name,
+                                                             message):
+    """Issue 23: x.parquet and x.csv got JSON lines with exit 0; a folder failed only after every photo."""
+    (tmp_path / "folder.jsonl").mkdir()
+    code, out, err = run_cli("screen", synth_data / "test", "--model", model_path, "--output", tmp_path / name)
+    assert code == 2 and message in one_line(err) and "screen:" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.jsonl"]
+
+
 def test_a_broken_model_file_exits_2(run_cli, synth_data, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"\x08\x07garbage")
     code, _, err = run_cli("screen", synth_data, "--model", tmp_path / "model.onnx")
