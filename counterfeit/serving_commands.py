@@ -187,6 +187,8 @@ def cmd_evaluate(args) -> int:
 
     if args.robustness or args.changes:
         return _evaluate_robustness(args)
+    if args.report:
+        _report_extra_needed()
     predictor = _predictor(args.model)
     try:
         metrics = evaluate_folder(args.data, predictor)
@@ -224,6 +226,15 @@ def _evaluate_robustness(args) -> int:
     if args.report:
         print(f"wrote {write_report(report, args.report)}", file=sys.stderr)
     return 0
+
+
+def _report_extra_needed() -> None:
+    """Before any photo is scored (issue 23: metrics were written, then the plots failed with exit 2)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CliError("--report draws plots, which need matplotlib (the `report` extra): pip install "
+                       "'counterfeit-detector[report]', or leave out --report")
 
 
 def _html_report(metrics: dict, report_dir: Path) -> Path:

@@ -164,6 +164,18 @@ def test_a_broken_model_file_exits_2(run_cli, synth_data, tmp_path):
     assert code == 2 and "is not a loadable ONNX model" in one_line(err)
 
 
+def test_evaluate_report_without_matplotlib_exits_2_before_any_work(run_cli, reference_data, model_path, tmp_path,
+                                                                    monkeypatch):
+    """A serving install: --report was found out after metrics.json was written (issue 23)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    code, out, err = run_cli("evaluate", reference_data, "--model", model_path, "--report", tmp_path / "report")
+    assert code == 2 and "pip install 'counterfeit-detector[report]'" in one_line(err) and "roc_auc" not in out
+    assert not (tmp_path / "report").exists()
+
+
 def test_evaluate_writes_metrics(run_cli, reference_data, model_path, tmp_path):
     code, out, _ = run_cli("evaluate", reference_data, "--model", model_path, "--report", tmp_path / "report")
     assert code == 0 and "roc_auc" in out
