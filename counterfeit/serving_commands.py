@@ -196,6 +196,7 @@ def cmd_evaluate(args) -> int:
         raise CliError(str(exc)) from exc
     keys = ("n", "roc_auc", "pr_auc", "accuracy_decided", "inconclusive_rate", "ece")
     print("  ".join(f"{k} {metrics[k]:.4g}" for k in keys))
+    _small_sample_note(metrics["scores"])
     for error in metrics["errors"]:
         print(f"skipped {error['path']}: {error['error']}", file=sys.stderr)
     if args.report:
@@ -226,6 +227,24 @@ def _evaluate_robustness(args) -> int:
     if args.report:
         print(f"wrote {write_report(report, args.report)}", file=sys.stderr)
     return 0
+
+
+def _small_sample_note(scores: list[dict]) -> None:
+    """Issue 23: 4 photos reported ROC-AUC 1.000 with no caution. Under SMALL_SAMPLE photos of a class, the
+    ROC-AUC's 95% bootstrap interval says how little such a figure pins down."""
+    import numpy as np
+
+    from inference.metrics import SMALL_SAMPLE, bootstrap_interval
+
+    labels = np.array([row["label"] for row in scores])
+    counts = [int((labels == value).sum()) for value in (0, 1)]
+    if min(counts) >= SMALL_SAMPLE:
+        return
+    low, high = bootstrap_interval(np.array([row["score"] for row in scores]), labels)
+    interval = f"95% bootstrap interval of the ROC-AUC {low:.2f}-{high:.2f}" if counts[0] and counts[1] else \
+        "no ROC-AUC can be measured without both classes"
+    print(f"note: only {counts[0]} genuine and {counts[1]} counterfeit photos were scored ({interval}): figures "
+          f"from fewer than {SMALL_SAMPLE} photos of a class are rough; measure on more", file=sys.stderr)
 
 
 def _report_extra_needed() -> None:

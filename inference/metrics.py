@@ -165,3 +165,24 @@ def decision_metrics(verdicts: np.ndarray, labels: np.ndarray) -> dict:
         "recall_decided": ratio((said_fake & is_fake).sum(), (decided & is_fake).sum()),
         "confusion": confusion,
     }
+
+
+SMALL_SAMPLE = 30  # photos of a class below which a figure is reported with its bootstrap interval
+
+
+def bootstrap_interval(scores: np.ndarray, labels: np.ndarray, statistic=None, rounds: int = 1000,
+                       level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """The percentile bootstrap interval of `statistic(scores, labels)` (default ROC-AUC), resampling each
+    class on its own so that every resample has both; NaN, NaN when a class is empty."""
+    statistic = statistic or roc_auc
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
+    classes = [np.flatnonzero(labels == value) for value in (0, 1)]
+    if any(len(members) == 0 for members in classes):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        chosen = np.concatenate([rng.choice(members, len(members)) for members in classes])
+        values.append(statistic(scores[chosen], labels[chosen]))
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)

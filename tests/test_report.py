@@ -240,3 +240,15 @@ def test_paths_and_names_are_escaped(synth_data, tmp_path):
     assert "&lt;b&gt;line&lt;/b&gt;" in page and "&lt;i&gt;m&lt;/i&gt;" in page and "&quot;v&quot;" in page
     assert_well_formed(page)
     assert (tmp_path / "report" / "mistakes" / "01.jpg").is_file()
+
+
+def test_bootstrap_interval_narrows_with_more_photos():
+    from inference.metrics import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    few_labels, many_labels = np.array([0, 0, 1, 1]), np.repeat([0, 1], 200)
+    few = bootstrap_interval(np.array([0.1, 0.2, 0.8, 0.9]), few_labels)
+    many = bootstrap_interval(rng.normal(many_labels, 0.8), many_labels)
+    assert few == (1.0, 1.0)  # perfectly separated photos stay so in every resample: the note says how few
+    assert 0.7 < many[0] < many[1] < 0.9 and many[1] - many[0] < 0.1
+    assert all(np.isnan(bootstrap_interval(np.array([0.1, 0.2]), np.array([0, 0]))))
