@@ -150,10 +150,14 @@ def request_id_from(scope: Scope) -> str:
 
 
 def route_template(scope: Scope) -> str | None:
-    """The matched route's path template (/v1/inspections/{id}), or None when nothing matched."""
+    """The matched route's path template (/v1/inspections/{id}), a mounted app's (/static/{path}: the web
+    page's files, which were counted as unmatched), or None when nothing matched."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return (path or "/") if route is not None and path is not None else None
+    if route is not None and path is not None:
+        return path or "/"
+    mounted = scope.get("root_path", "")[len(scope.get("app_root_path", "")):]
+    return f"{mounted}/{{path}}" if mounted and scope.get("endpoint") is not None else None
 
 
 class ObservabilityMiddleware:

@@ -1,4 +1,4 @@
-"""`counterfeit catalogue list|add|remove`: the products a reference model knows. `list` is torch-free;
+"""`counterfeit catalogue list|add|remove`: the products a reference or comparator model knows. `list` is torch-free;
 `add` and `remove` rebuild the model with torch (training/catalogue.py) only when they run."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ def cmd_catalogue_list(args) -> int:
     from inference.metadata import ModelFileError
     from inference.predictor import Predictor
 
+    _served_model_by_default(args)
     try:
         metadata = Predictor(args.model).metadata
     except (OSError, ModelFileError) as exc:
@@ -36,7 +37,16 @@ def _writable(out: Path, force: bool) -> None:
         raise CliError(f"no such folder for --out: {out.parent}")
 
 
+def _served_model_by_default(args) -> None:
+    """No MODEL given: the one `counterfeit serve` serves, as for `screen` and `evaluate`."""
+    if args.model is None:
+        from counterfeit.serving_commands import _default_model_path
+
+        args.model = _default_model_path()
+
+
 def cmd_catalogue_add(args) -> int:
+    _served_model_by_default(args)
     _writable(args.out, args.force)
     if args.artwork is not None and not args.artwork.is_file():
         raise CliError(f"no such artwork file: {args.artwork}")
@@ -75,6 +85,7 @@ def _rounded(values: list[float]) -> str:
 
 
 def cmd_catalogue_remove(args) -> int:
+    _served_model_by_default(args)
     _writable(args.out, args.force)
     catalogue = _training_module("catalogue")
     try:

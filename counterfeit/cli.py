@@ -251,15 +251,19 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(run=cmd_evaluate)
 
 
+SERVED_MODEL_HELP = ("MODEL.onnx, a reference or comparator model (default: the one `counterfeit serve` serves: "
+                     "COUNTERFEIT_MODEL_PATH, else the demo model)")
+
+
 def _add_catalogue(sub) -> None:
     catalogue = sub.add_parser("catalogue", help="the products a reference model knows: list, add, remove")
     actions = catalogue.add_subparsers(dest="catalogue_command", required=True, metavar="COMMAND", parser_class=Parser)
     p = actions.add_parser("list", help="the model's products, their product lines, photo counts, reference images")
-    p.add_argument("model", type=Path, help="MODEL.onnx")
+    p.add_argument("model", type=Path, nargs="?", help=SERVED_MODEL_HELP)
     p.set_defaults(run=cmd_catalogue_list)
     p = actions.add_parser("add", help="add one product from its genuine photos without refitting the others "
                            "(their scores stay identical)")
-    p.add_argument("model", type=Path, help="MODEL.onnx (a reference model)")
+    p.add_argument("model", type=Path, nargs="?", help=SERVED_MODEL_HELP)
     p.add_argument("--product", required=True, help="the new product's name")
     p.add_argument("--photos", required=True, type=existing_folder,
                    help="folder of genuine photos of its front, filling most of the frame (at least 3; 10 or more "
@@ -274,7 +278,7 @@ def _add_catalogue(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(run=cmd_catalogue_add)
     p = actions.add_parser("remove", help="remove one product; the others' scores stay identical")
-    p.add_argument("model", type=Path, help="MODEL.onnx (a reference model)")
+    p.add_argument("model", type=Path, nargs="?", help=SERVED_MODEL_HELP)
     p.add_argument("--product", required=True, help="the product to remove")
     p.add_argument("--out", required=True, type=Path, help="NEW.onnx to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")

@@ -121,3 +121,15 @@ def test_an_oversized_body_is_refused_before_it_is_parsed(model_path, tmp_path):
         streamed = client.post("/v1/inspections", content=chunks(),
                                headers={"content-type": "multipart/form-data; boundary=x"})
         assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "request_too_large"
+
+
+def test_the_web_pages_files_are_counted_under_their_mount(client):
+    """Issue 23: static files were logged and counted as <unmatched>, beside real 404s."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/nowhere").status_code == 404
+    series = {(s.labels["route"], s.labels["status"]): s.value
+              for family in text_string_to_metric_families(client.get("/metrics").text)
+              for s in family.samples if s.name == "counterfeit_requests_total"}
+    assert series[("/static/{path}", "200")] == 1 and series[("<unmatched>", "404")] == 1

@@ -167,6 +167,13 @@ def test_list(run_cli, catalogue_models):
     assert rows[KEPT][1] == KEPT
 
 
+def test_list_defaults_to_the_served_model(run_cli, reference_model, monkeypatch):
+    """Issue 23: `catalogue list` needed a model path; it reads the served one, as screen and evaluate do."""
+    monkeypatch.setenv("COUNTERFEIT_MODEL_PATH", str(reference_model))
+    code, out, _ = run_cli("catalogue", "list")
+    assert code == 0 and out.startswith(f"{Predictor(reference_model).metadata.name} (version ")
+
+
 def test_add_refusals(run_cli, catalogue_models, reference_data, tmp_path):
     original, removed, _, _ = catalogue_models
     photos = reference_data / "train" / "genuine" / MOVED
