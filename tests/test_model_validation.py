@@ -179,3 +179,47 @@ def test_a_preprocessing_spec_with_a_std_that_is_not_a_positive_number_is_refuse
 
     with pytest.raises(ValueError, match="finite"):
         PreprocessSpec(64, 64, std=std)
+
+
+def memory_bomb(model_dir, name: str, side: int = 16000) -> str:
+    """The classifier's file with a few nodes more: each photo expanded to side x side floats (1 GB at 16000)
+    before its mean, times 0, is added to the logits. Small on disk; the scores are the same."""
+    from onnx import TensorProto, helper
+
+    proto = onnx.load(str(model_dir / "model.onnx"))
+    graph = proto.graph
+    producer = next(node for node in graph.node if "logits" in node.output)
+    producer.output[list(producer.output).index("logits")] = "logits_raw"
+    graph.initializer.extend([numpy_helper.from_array(np.array([1, 1, side, side], np.int64), "bomb_shape"),
+                              numpy_helper.from_array(np.array([-1, 1], np.int64), "bomb_flat"),
+                              numpy_helper.from_array(np.zeros((), np.float32), "bomb_zero")])
+    graph.node.extend([
+        helper.make_node("ReduceMean", ["image"], ["bomb_mean"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Expand", ["bomb_mean", "bomb_shape"], ["bomb_big"]),
+        helper.make_node("ReduceMean", ["bomb_big"], ["bomb_back"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Reshape", ["bomb_back", "bomb_flat"], ["bomb_column"]),
+        helper.make_node("Mul", ["bomb_column", "bomb_zero"], ["bomb_nothing"]),
+        helper.make_node("Add", ["logits_raw", "bomb_nothing"], ["logits"]),
+    ])
+    assert TensorProto.FLOAT  # the graph stays float32 throughout
+    stamp_metadata(proto, Predictor(model_dir / "model.onnx").metadata)
+    (model_dir / name).write_bytes(proto.SerializeToString())
+    return name
+
+
+def test_a_model_that_needs_gigabytes_to_prove_is_refused_in_a_bounded_child(client, model_dir):
+    """Issue 24: proving such a 1.5 KB graph took the server from 0.72 to 3.1 GB, kept after the demo came back."""
+    import resource
+
+    name = memory_bomb(model_dir, "bomb.onnx")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # MB, this process's peak so far
+    message = assert_refused_and_old_model_serves(client, name, "proved with at most 2048 MB of memory")
+    assert "failed on the sample photos" in message or "more than 2048 MB" in message
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 - before < 300  # the child paid, not us
+
+
+def test_a_model_within_the_bound_is_proved_in_the_child_and_served(client, model_dir):
+    name = memory_bomb(model_dir, "harmless.onnx", side=64)  # the same nodes, 16 KB a photo
+    answer = client.post("/v1/admin/model", json={"path": name})
+    assert answer.status_code == 200, answer.text
+    assert client.get("/v1/model").json()["version"] == Predictor(model_dir / name).metadata.version
