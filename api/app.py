@@ -19,6 +19,7 @@ from api.auth import require
 from api.auth_gate import AuthGateMiddleware
 from api.batching import Batcher
 from api.body_limit import MULTIPART_OVERHEAD, BodyLimitMiddleware
+from api.deps import form_limits
 from api.errors import install_error_handlers
 from api.items_service import MAX_PHOTOS as MAX_ITEM_PHOTOS
 from api.model_slot import ModelSlot, load_validated
@@ -81,9 +82,13 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     """The app; the model loads at startup (lifespan) unless a ready `predictor` is handed in."""
     # No docs_url/redoc_url: their pages load Swagger UI and ReDoc from a CDN, blank on an offline site
     # network; api.web serves /docs with local files instead.
+    settings = settings or Settings()
+    # Every other route's form (POST /v1/screenings: its images and one id each) within the screening limit.
+    screening = settings.max_screening_images + 1
     app = FastAPI(title="counterfeit-detector", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Tell genuine products from counterfeits by their photos.")
-    app.state.settings = settings or Settings()
+                  description="Tell genuine products from counterfeits by their photos.",
+                  form_limits=form_limits(files=screening, fields=screening))
+    app.state.settings = settings
     app.state.slot = ModelSlot(predictor)
     app.state.draining = False
     install_error_handlers(app)

@@ -20,6 +20,8 @@ PHOTO_FIELDS = ("image", "images")  # the upload fields of POST /v1/inspections 
 
 
 # FastAPI's 400 ("There was an error parsing the body") comes from a broken multipart or form body.
+# What Starlette's multipart parser says when a form exceeds the limits it was given (api.deps.form_limits).
+FORM_LIMITS_EXCEEDED = ("Too many files", "Too many fields", "Part exceeded maximum size")
 MALFORMED_BODY = ("The request body could not be parsed: send photos as multipart/form-data, e.g. "
                   "curl -F image=@photo.jpg URL, and JSON bodies as application/json.")
 
@@ -106,7 +108,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = MALFORMED_BODY if exc.status_code == 400 else str(exc.detail)
+        message = str(exc.detail)
+        if exc.status_code == 400:  # a form over the route's limits (api.deps.form_limits) says which, else
+            message = (f"{message} Send only the fields this route takes (see /docs)."
+                       if message.startswith(FORM_LIMITS_EXCEEDED) else MALFORMED_BODY)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope)) or headers.get("Allow", "")

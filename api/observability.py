@@ -28,6 +28,7 @@ from prometheus_client import (
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import HTTP_METHODS
 from inference.classes import VERDICTS
 
 ACCESS_LOGGER = "counterfeit.access"
@@ -85,7 +86,7 @@ def configure_logging(level: str | int = "INFO") -> None:
 
 # HTTP methods that get a metric label of their own; any other (a client may send any token) is "other", so that
 # made-up methods cannot grow the series without bound (issue 24).
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+METHODS = frozenset(HTTP_METHODS)
 OTHER_METHOD = "other"
 
 

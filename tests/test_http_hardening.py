@@ -372,3 +372,26 @@ def test_a_normal_keep_alive_client_is_unaffected(live_server):
             while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
                 answer += sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200") and b'{"status":"ok"}' in answer
+
+
+@pytest.mark.parametrize("route, files, fields", [
+    ("/v1/screenings", 990, 0),  # the attack: 990 parts, under the body limit
+    ("/v1/items", 20, 0),
+    ("/v1/inspections", 5, 0),
+    ("/v1/inspections", 1, 400),  # 400 text fields
+])
+def test_a_form_with_more_parts_than_the_route_takes_is_refused_while_parsing(client, keys, route, files, fields):
+    """Issue 24: every part was held in memory before the route counted them."""
+    name = {"/v1/screenings": "images", "/v1/items": "images"}.get(route, "image")
+    parts = [(name, (f"p{i}.jpg", b"x" * 1000, "image/jpeg")) for i in range(files)]
+    data = {f"field{i}": "y" * 1000 for i in range(fields)}
+    role = "screener" if route == "/v1/screenings" else "inspector"
+    response = client.post(route, files=parts, data=data, headers=as_header(keys, role))
+    assert response.status_code == 400, response.text
+    assert "Too many" in response.json()["error"]["message"] and stored(client) == []
+
+
+def test_a_text_field_over_the_limit_is_refused_while_parsing(client, keys):
+    response = client.post("/v1/inspections", files={"image": ("p.jpg", photo(), "image/jpeg")},
+                           data={"note": "n" * 20_000}, headers=as_header(keys, "inspector"))
+    assert response.status_code == 400 and stored(client) == []

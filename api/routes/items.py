@@ -16,6 +16,7 @@ from api.deps import (
     PredictorDep,
     SettingsDep,
     StoreDep,
+    form_limits,
     read_upload,
     single_valued_form,
 )
@@ -30,7 +31,8 @@ router = APIRouter(tags=["items"])
 
 
 @router.post("/v1/items", response_model=Item, responses=UPLOAD_ERRORS,
-             dependencies=[single_valued_form("location", "case", "note")])
+             dependencies=[single_valued_form("location", "case", "note")],
+             form_limits=form_limits(files=MAX_PHOTOS + 1, fields=4))
 def create_item(
     images: Annotated[list[UploadFile], File(description=f"{MIN_PHOTOS} to {MAX_PHOTOS} photos of one item "
                                              "(its sides, its label), JPEG, PNG, WebP or HEIC")],

@@ -16,6 +16,7 @@ from api.deps import (
     PredictorDep,
     SettingsDep,
     StoreDep,
+    form_limits,
     read_upload,
     single_valued_form,
 )
@@ -30,7 +31,8 @@ router = APIRouter()
 
 
 @router.post("/v1/inspections", response_model=Inspection, responses=UPLOAD_ERRORS, tags=["inspections"],
-             dependencies=[*SINGLE_VALUED_QUERY, single_valued_form("image", "location", "case", "note")])
+             dependencies=[*SINGLE_VALUED_QUERY, single_valued_form("image", "location", "case", "note")],
+             form_limits=form_limits(files=2, fields=4))
 def create_inspection(
     image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP or HEIC")],
     principal: InspectorDep, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep,
