@@ -69,6 +69,11 @@ def mixed_products(photos: Sequence[ItemPhoto], metadata: ModelMetadata) -> Reta
     counts = Counter(lines.values())
     if len(counts) < 2:
         return None
+    if len(set(counts.values())) == 1:  # a tie (1:1, 2:2, ...): no product is "most"
+        shown = "; ".join(f"{_numbers(sorted(n for n, v in lines.items() if v == line))} {line}" for line in counts)
+        return Retake(MIXED_PRODUCTS, f"The photos show different products, as many of each ({shown}). All photos "
+                      "of one item must show the same product: retake the photos of this item, or inspect each "
+                      "product as an item of its own.")
     item_line = max(counts, key=lambda line: (counts[line], -min(n for n, v in lines.items() if v == line)))
     strays = sorted(number for number, line in lines.items() if line != item_line)
     shown = ", ".join(f"{_numbers([n])} shows {lines[n]}" for n in strays)

@@ -134,6 +134,9 @@ def test_photos_of_two_products_give_retake(client, by_product):
     item = post_item(client, [a[0], a[1], b[0]]).json()
     assert item["verdict"] == "retake" and item["reason"] == "mixed_products"
     assert f"most show {first}" in item["message"] and f"photo 3 shows {second}" in item["message"]
+    tie = post_item(client, [a[0], b[0]]).json()  # 1:1 was reported as "most show" the first (issue 23)
+    assert tie["reason"] == "mixed_products" and "most show" not in tie["message"]
+    assert f"as many of each (photo 1 {first}; photo 2 {second})" in tie["message"]
 
 
 def with_lines(model_path, out, lines):

@@ -86,6 +86,8 @@ def test_a_poor_side_is_named_and_can_be_retaken_alone(browser, server, sides): 
     assert "photo 2" in page.text_content("#item-message")
     assert page.text_content("#item-sides li:nth-child(2) .chip") == "Retake"
     assert page.is_hidden("#item-outcome")  # a retake is no evidence of what the item is
+    # the side's button is not called "Retake", the verdict's word (issue 23)
+    assert page.text_content("#item-sides li:nth-child(2) label:has(.item-side__replace)").strip() == "Replace photo"
     page.set_input_files("#item-sides li:nth-child(2) .item-side__replace", str(sides["back"]))
     assert page.is_hidden("#item-result")  # the old verdict no longer describes these sides
     check(page)

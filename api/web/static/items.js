@@ -117,7 +117,7 @@ function sideButtons(index) {
   input.className = "visually-hidden item-side__replace";
   input.disabled = itemChecking;
   input.addEventListener("change", () => { if (input.files[0]) replaceSide(index, input.files[0]); });
-  replace.append(input, "Retake");
+  replace.append(input, "Replace photo");  // not "Retake": that is a verdict's word on this page
   const remove = document.createElement("button");
   remove.type = "button";
   remove.className = "btn btn--quiet btn--small item-side__remove";
