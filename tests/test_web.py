@@ -305,6 +305,10 @@ def test_a_poor_photo_asks_for_a_retake_and_says_why(browser, open_server, photo
     assert page.locator("#overlay-controls").is_hidden()
     assert page.locator("#verdict-outcome").is_hidden()  # a poor photo is no evidence of what the item is
     screenshot(page, "web-phone-retake.png", full_page=False)
+    # ... nor in the recent list, where it offered "Record outcome" (issue 23)
+    retaken = page.locator("#recent-list li", has=page.locator(".chip[data-verdict='retake']")).first
+    retaken.wait_for()
+    assert retaken.locator(".outcome").count() == 0 and retaken.locator(".item__outcome").count() == 0
     close(page)
 
 

@@ -748,6 +748,12 @@ function renderItem(record, isNew) {
   const thumb = item.querySelector(".item__thumb");
   thumb.alt = `Photo, ${formatTime(record.created_at)}`;
   loadThumbnail(thumb, record.id);
+  if (record.verdict === "retake") {
+    // A poor photo is no evidence of what the item is: no outcome is recorded on it (as on the verdict card).
+    item.querySelector(".item__outcome").remove();
+    item.querySelector(".outcome").remove();
+    return item;
+  }
   showOutcome(item.querySelector(".item__outcome"), record.outcomes || []);
   if ((record.outcomes || []).length) item.querySelector(".outcome__summary").textContent = "Change outcome";
   setupOutcomeForm(item, record);
