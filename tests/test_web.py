@@ -312,6 +312,24 @@ def test_a_poor_photo_asks_for_a_retake_and_says_why(browser, open_server, photo
     close(page)
 
 
+@pytest.mark.parametrize("width", [320, 360, 390])
+def test_verdict_words_are_never_broken_mid_word(browser, open_server, width):
+    """Issue 23: at 320 px "Counterfeit" broke across two lines."""
+    page = open_page(browser, open_server, {"width": width, "height": 700}, is_mobile=True, has_touch=True)
+    for word in ("Counterfeit", "Inconclusive", "Retake the photo", "Genuine"):
+        lines = page.evaluate("""word => {
+            document.getElementById("result").hidden = false;
+            const element = document.getElementById("verdict-word");
+            element.textContent = word;
+            const range = document.createRange();
+            range.selectNodeContents(element);
+            // one rectangle per line box the text occupies; a word broken in two gives two for one word
+            return [...range.getClientRects()].map(r => Math.round(r.top));
+        }""", word)
+        assert len(set(lines)) <= len(word.split()), f"{word!r} at {width} px: lines at {lines}"
+    close(page)
+
+
 def test_heatmap_lines_up_with_a_letterboxed_photo(browser, open_server, photos):
     from playwright.sync_api import expect
 
