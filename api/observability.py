@@ -53,6 +53,9 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) 
 _NOT_LOGGED = _RECORD_FIELDS | {"color_message"}
 
 
+LOGGER_NAMES = {"uvicorn.error": "uvicorn.server"}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, the record's `extra` fields, exc."""
 
@@ -60,7 +63,9 @@ class JsonFormatter(logging.Formatter):
         line = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
-            "logger": record.name,
+            # uvicorn logs its start and stop lines as "uvicorn.error" (its name for the server's own log),
+            # which reads as a failure in a healthy log: shown as "uvicorn.server" (issue 23).
+            "logger": LOGGER_NAMES.get(record.name, record.name),
             "message": record.getMessage(),
         }
         line.update({k: v for k, v in vars(record).items() if k not in _NOT_LOGGED})

@@ -207,3 +207,11 @@ def test_configure_logging_installs_json_on_root_handlers():
             handler.setFormatter(formatter)
         root.handlers[:] = saved[0]
         root.setLevel(saved[2])
+
+
+def test_uvicorns_healthy_lines_are_not_labelled_error():
+    """Issue 23: `Uvicorn running on ...` was logged as logger "uvicorn.error" at level INFO."""
+    record = logging.getLogger("uvicorn.error").makeRecord("uvicorn.error", logging.INFO, __file__, 1,
+                                                           "Uvicorn running on %s", ("http://127.0.0.1:8000",), None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["logger"] == "uvicorn.server" and line["level"] == "INFO"
