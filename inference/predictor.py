@@ -25,6 +25,7 @@ LOGITS_NAME = "logits"
 HEATMAP_NAME = "heatmap"  # optional output (N, h, w): counterfeit evidence per region
 EMBEDDING_NAME = "embedding"  # optional output (N, D): L2-normalised features, to find the same goods again
 PRODUCT_NAME = "product"  # second input of reference models, (N,) int64: the product each photo registered to
+ABSOLUTE_FULL = 100.0  # an absolute heatmap is fully red at this many times a typical genuine's strongest spot
 MAX_BATCH = 32  # most images in one batch; each onnxruntime call takes at most images_per_call of them
 
 # Model-input pixels per onnxruntime call: four 640x480 images. Measured with the demo model (640x480
@@ -177,7 +178,9 @@ class Predictor:
         score = float(softmax_scores(logits, self.metadata.temperature, self._counterfeit_index)[0])
         where = heatmap[0] if prepared.homography is None else to_photo(heatmap[0], prepared.homography,
                                                                            self.spec.size)
-        return score, heatmap_png(where, self.spec.size), embedding[0][0] if embedding else None
+        # Reference and comparator heatmaps are in units of what a typical genuine photo's strongest spot
+        # shows: drawn on that absolute scale, a clean photo is not painted red (issue 23).
+        return score, heatmap_png(where, self.spec.size, absolute=self.aligns), embedding[0][0] if embedding else None
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:
@@ -189,14 +192,20 @@ class Predictor:
         return Prediction(score=score, verdict=verdict_for(score, self.metadata.thresholds))
 
 
-def heatmap_png(heatmap: np.ndarray, size: tuple[int, int]) -> bytes:
+def heatmap_png(heatmap: np.ndarray, size: tuple[int, int], absolute: bool = False) -> bytes:
     """A (h, w) map of counterfeit evidence -> RGBA PNG of `size`: red where the evidence is strongest,
-    transparent where there is none, so a client can lay it straight over the photo."""
-    positive = np.clip(heatmap, 0, None)
-    # Where, not how much: the map is stretched between its own weakest and strongest spots. A flat map
-    # (evidence everywhere alike, or none) points nowhere, so it stays transparent.
-    spread = float(positive.max() - positive.min())
-    scaled = (positive - positive.min()) / spread if spread > 1e-6 else np.zeros_like(positive)
+    transparent where there is none, so a client can lay it straight over the photo.
+
+    absolute: the map is in units of a typical genuine photo's strongest spot (reference and comparator
+    models); only what goes beyond it is marked, on a log scale up to ABSOLUTE_FULL times it. Otherwise (a
+    classifier's map has no such unit) the map is stretched between its own weakest and strongest spots."""
+    if absolute:
+        scaled = np.clip(np.log(np.maximum(np.nan_to_num(heatmap, nan=0.0), 1.0)) / np.log(ABSOLUTE_FULL), 0, 1)
+    else:
+        positive = np.clip(heatmap, 0, None)
+        # Where, not how much. A flat map (evidence everywhere alike, or none) points nowhere: transparent.
+        spread = float(positive.max() - positive.min())
+        scaled = (positive - positive.min()) / spread if spread > 1e-6 else np.zeros_like(positive)
     alpha = Image.fromarray((scaled * 200).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
     overlay = Image.new("RGBA", size, (230, 30, 30, 0))
     overlay.putalpha(alpha)

@@ -290,3 +290,31 @@ def test_export_retries_from_a_run_folder(reference_run, tmp_path, run_cli):
     assert Predictor(run / "model.onnx").metadata.version == Predictor(reference_run[0] / "model.onnx").metadata.version
     code, _, err = run_cli("export", run / "checkpoint.pt")
     assert code == 2 and "--out" in err
+
+
+def test_the_heatmap_marks_nothing_on_a_clean_genuine_and_the_defect_on_a_counterfeit():
+    """Issue 23: each heatmap was stretched to its own peak, so genuine-1.jpg (score 0.00) was painted as red as
+    a fake. Reference heatmaps are in units of a typical genuine's strongest spot: drawn on that scale."""
+    from inference.assets import SAMPLES_DIR
+
+    from conftest import DEMO_MODEL
+
+    predictor = Predictor(DEMO_MODEL)
+    alpha = {}
+    for name in ("genuine-1", "genuine-2", "counterfeit-1", "counterfeit-2"):
+        prepared = predictor.prepare(predictor.load((SAMPLES_DIR / f"{name}.jpg").read_bytes()).image)
+        _, png, _ = predictor.explain(prepared)
+        alpha[name] = np.asarray(Image.open(io.BytesIO(png)).getchannel("A"))
+    assert alpha["genuine-1"].max() == 0 and alpha["genuine-2"].max() == 0
+    for fake in ("counterfeit-1", "counterfeit-2"):
+        assert alpha[fake].max() >= 150 and 0.001 < (alpha[fake] > 50).mean() < 0.5  # marked, and not everywhere
+
+
+def test_a_relative_heatmap_is_still_stretched_for_a_classifier():
+    from inference.predictor import heatmap_png
+
+    flat_low = np.full((4, 4), 0.2, np.float32)
+    flat_low[0, 0] = 0.4
+    relative = np.asarray(Image.open(io.BytesIO(heatmap_png(flat_low, (8, 8)))).getchannel("A"))
+    absolute = np.asarray(Image.open(io.BytesIO(heatmap_png(flat_low, (8, 8), absolute=True))).getchannel("A"))
+    assert relative.max() > 0 and absolute.max() == 0  # below a typical genuine's peak: nothing to mark

@@ -517,8 +517,8 @@ function showPhoto(result, file) {
   $("photo-frame").hidden = false;
   $("overlay-controls").hidden = !result.heatmap;
   $("photo-caption").textContent = result.heatmap
-    ? "Red marks the areas that looked most like a counterfeit to the model; a white and black ring " +
-      "circles the strongest. Darker red: stronger signs."
+    ? "Red marks signs of counterfeiting the model found: where the photo differs from its product's genuine " +
+      "photos more than they differ from one another. A white and black ring circles the strongest."
     : "";
   photo.onload = () => { if (result.heatmap) drawHeatmap(result, shown); };
   photo.onerror = () => {
