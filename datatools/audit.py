@@ -165,9 +165,10 @@ def collect(root: Path) -> tuple[list[Entry], list[str]]:
     splits = [split for split in SPLITS if split in ("train", "val") or (root / split).is_dir()]
     entries = []
     for split in splits:
-        # list_split raises the project's DataError for a missing or empty split or class folder; train's
-        # counterfeits may be missing (the default reference recipe learns from genuines alone).
-        optional = (COUNTERFEIT,) if split == "train" else ()
+        # list_split raises the project's DataError for a missing or empty split or class folder. Train's
+        # counterfeits may be missing (the reference and comparator recipes learn from genuines alone), and
+        # val's (the comparator then edits val genuines into counterfeits; the other recipes say they need them).
+        optional = (COUNTERFEIT,) if split in ("train", "val") else ()
         entries += [Entry(_relative(root, s.path), split, CLASSES[s.label]) for s in list_split(root, split, optional)]
     return entries, splits
 

@@ -27,7 +27,7 @@ from inference.preprocess import PreprocessSpec
 EDIT_KINDS = ("hue", "lightness", "reprint")
 VAL_EDITED_WARNING = ("val had no counterfeit photos: the thresholds were calibrated on val genuines edited by "
                       "print-plausible edits (ink hue or lightness, reprint). Edited photos prove nothing about "
-                      "real fakes: measure the model on real counterfeits before relying on its verdicts.")
+                      "real fakes: measure the model on real counterfeits before relying on its verdicts")
 
 
 def has_counterfeits(samples: Sequence[Sample]) -> bool:
