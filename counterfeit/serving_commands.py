@@ -169,7 +169,8 @@ def _with_progress(records, total: int):
 
 
 def _write_file_atomically(path: Path, records) -> dict:
-    """Write the records as JSON lines to PATH.tmp, then rename it to PATH: never a half-written PATH."""
+    """Write the records as JSON lines to a new temporary file beside PATH (inference.atomic), then rename it
+    to PATH: never a half-written PATH."""
     from evaluation.screen import write_jsonl
     from inference.atomic import atomic_path
 

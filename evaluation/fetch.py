@@ -149,8 +149,7 @@ def _read_by(response, limit: int, deadline: float) -> bytes:
         sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
         if sock is not None:  # each read waits no longer than what is left of the deadline
             sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = response.read1(min(CHUNK, limit - size)) if hasattr(response, "read1") else response.read(
-            min(CHUNK, limit - size))
+        chunk = response.read1(min(CHUNK, limit - size))  # what has arrived, without waiting for CHUNK
         if not chunk:
             break
         chunks.append(chunk)

@@ -118,12 +118,15 @@ def jpeg_quality(image: Image.Image) -> int | None:
         return None
     # Compared sorted: Pillow's table order (zigzag or natural) does not matter then.
     found = np.sort(np.asarray(tables[0], dtype=np.float64))
-    return min(range(1, 101), key=lambda q: float(np.abs(_ijg_table(q) - found).sum()))
+    return int(np.abs(_ijg_tables() - found).sum(1).argmin()) + 1
 
 
-def _ijg_table(quality: int) -> np.ndarray:
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    return np.sort(np.clip(np.floor((_IJG_LUMINANCE * scale + 50) / 100), 1, 255))
+@functools.cache
+def _ijg_tables() -> np.ndarray:
+    """(100, 64): the sorted IJG luminance table at each quality 1..100, computed once (on an upload's path)."""
+    quality = np.arange(1, 101, dtype=np.float64)[:, None]
+    scale = np.where(quality < 50, 5000 / quality, 200 - 2 * quality)
+    return np.sort(np.clip(np.floor((_IJG_LUMINANCE * scale + 50) / 100), 1, 255), axis=1)
 
 
 def decode_cost(data: bytes, *, limits: Limits = Limits(), draft_to: tuple[int, int] | None = None) -> int:

@@ -264,11 +264,12 @@ def with_rows(model: torch.nn.Module, metadata: ModelMetadata, rows: list[tuple[
     grown.features = model.features
     per_product, shared = _buffers(model)
     mine, theirs = grown.state_dict(keep_vars=True), [source.state_dict(keep_vars=True) for source, _ in rows]
+    theirs_shared = model.state_dict(keep_vars=True)
     with torch.no_grad():
         for name in per_product:
             mine[name].copy_(torch.stack([state[name][index] for state, (_, index) in zip(theirs, rows)]))
         for name in shared:
-            mine[name].copy_(model.state_dict(keep_vars=True)[name])
+            mine[name].copy_(theirs_shared[name])
     if isinstance(model, ComparatorModel):
         grown.head = model.head
     return grown.eval()
@@ -317,7 +318,8 @@ def add_product(path: Path, name: str, photos: Path, out: Path, artwork: Path | 
                       metrics=_metrics(metadata.metrics, [*names, name]))
     new_index = np.full(len(images), len(names), np.int64)
     written = export(grown, updated, out, np.concatenate([images, images]), products=np.concatenate([products, new_index]))
-    standardised = (product.centre[0].tolist(), product.spread[0].tolist()) if hasattr(product, "centre") else ([], [])
+    standardised = ([], []) if isinstance(product, ComparatorModel) else (product.centre[0].tolist(),
+                                                                        product.spread[0].tolist())
     return Added(written, len(mine), unreadable, elsewhere, none, *standardised)
 
 

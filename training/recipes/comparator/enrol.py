@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from inference.align import Reference
 from inference.layout import DataError
 from inference.preprocess import PreprocessSpec, normalise
-from training.recipes.comparator.model import MAX_REFERENCES, ComparatorModel, compare
+from training.recipes.comparator.model import DESCRIPTIONS, MAX_REFERENCES, ComparatorModel, compare
 from training.recipes.reference.fit import Registered
 from training.recipes.reference.lite0 import STRIDE
 
@@ -56,7 +56,8 @@ def product_rows(model: ComparatorModel, frames: list[Image.Image], reference: R
     n = len(kept)
     photos = model.describe(batch, hull.expand(n, -1, -1))
     rows = {"count": torch.tensor(n), "hull": hull}
-    for name, described in photos.items():
+    for name in DESCRIPTIONS:
+        described = photos[name]
         row = torch.zeros(MAX_REFERENCES, *described.shape[1:])
         row[:n] = described
         if name in ("features", "pixels"):  # rounded as the model file keeps them, so `typical` is what serving sees
@@ -64,7 +65,7 @@ def product_rows(model: ComparatorModel, frames: list[Image.Image], reference: R
         rows[f"ref_{name}"] = row
     empty = torch.arange(MAX_REFERENCES).unsqueeze(0).expand(n, -1) >= n
     empty = empty | torch.eye(n, MAX_REFERENCES, dtype=torch.bool)  # each photo against the others only
-    genuines = {name: rows[f"ref_{name}"].unsqueeze(0).expand(n, *rows[f"ref_{name}"].shape) for name in photos}
+    genuines = {name: rows[f"ref_{name}"].unsqueeze(0).expand(n, *rows[f"ref_{name}"].shape) for name in DESCRIPTIONS}
     raw, _ = compare(photos, genuines, hull.expand(n, -1, -1), empty)
     rows["typical"] = raw.median(0).values.clamp_min(1e-6)
     return rows

@@ -12,7 +12,6 @@ retrained, so a product joins with a handful of genuine photos.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,25 +24,49 @@ from inference.preprocess import PreprocessSpec
 from training.config import TrainConfig
 from training.prepared import prepared_samples
 from training.recipes.comparator.enrol import enrol, enrollable
-from training.recipes.comparator.model import ComparatorModel
-from training.recipes.reference.fit import calibrate_score, check_val, registered_genuines, save_and_export
+from training.recipes.comparator.model import ComparatorHead, ComparatorModel
+from training.recipes.reference.fit import (
+    Registered,
+    calibrate_score,
+    check_val,
+    registered_genuines,
+    save_and_export,
+    start_run,
+)
 from training.val_edits import VAL_EDITED_WARNING, edited_val, has_counterfeits
 
 HEAD_FILE = Path(__file__).with_name("head.pt")  # trained by `make comparator` (train_head.py)
 BATCH = 16
 
 
-def load_head(model: ComparatorModel, path: Path = HEAD_FILE) -> dict:
-    """Load the trained head into the model -> what the head file says of where it came from."""
+def read_head(path: Path = HEAD_FILE) -> tuple[dict, dict]:
+    """The trained head's weights, checked to fit this comparator's head -> (its state dict, what the head file
+    says of where it came from). DataError naming the file otherwise."""
     if not path.is_file():
         raise DataError(f"No trained comparator head at {path}: train one with `make comparator`.")
     saved = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     try:
-        model.head.load_state_dict(saved["head"])
+        ComparatorHead().load_state_dict(saved["head"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise DataError(f"{path} is not a head of this comparator ({str(exc)[:200]}): retrain it with "
                         "`make comparator`.") from exc
-    return dict(saved.get("provenance") or {})
+    return saved["head"], dict(saved.get("provenance") or {})
+
+
+def load_head(model: ComparatorModel, path: Path = HEAD_FILE) -> dict:
+    """Load the trained head into the model -> what the head file says of where it came from."""
+    state, provenance = read_head(path)
+    model.head.load_state_dict(state)
+    return provenance
+
+
+def enrolled_model(data, spec: PreprocessSpec, progress: bool) -> tuple[ComparatorModel, Registered, list[str]]:
+    """Every product of DATA/train with enough registered genuines, enrolled into a new comparator (its head as
+    built: load one) -> (the model, the products as registration found them, the names of those left out)."""
+    found, dropped = enrollable(registered_genuines(data, spec, progress))
+    model = ComparatorModel(len(found.products), spec.size, spec.mean, spec.std)
+    enrol(model, found.frames, found.references, spec)
+    return model, found, dropped
 
 
 @torch.no_grad()
@@ -60,32 +83,21 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
     """`counterfeit train --recipe comparator`. Raises ValueError (DataError) on unusable data."""
     if resume:
         raise ValueError("The comparator recipe has no epochs to resume: run it again (a few minutes).")
-    torch.manual_seed(config.seed)
-    out, spec = Path(config.out), config.preprocess_spec()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    model = ComparatorModel(1, config.image_size, spec.mean, spec.std)  # resized below, once products are known
-    provenance = load_head(model)
-    found, dropped = enrollable(registered_genuines(config.data, spec, progress))
-    model = with_products(model, len(found.products), spec)
-    enrol(model, found.frames, found.references, spec)
+    spec = start_run(config)
+    head, provenance = read_head()  # before minutes of registration: a missing or foreign head fails now
+    model, found, dropped = enrolled_model(config.data, spec, progress)
+    model.head.load_state_dict(head)
     samples = list_split(config.data, "val", optional=(COUNTERFEIT,))
-    if has_counterfeits(samples):
+    real = has_counterfeits(samples)
+    if real:
         val, labels, val_left_out = prepared_samples(samples, spec, found.references, progress)
     else:  # genuine photos only: val counterfeits made by editing every second val genuine
         val, labels, val_left_out = edited_val(samples, spec, found.references, config.seed, progress)
     check_val(labels, "comparator recipe")
     calibration, metrics = calibrate_score(model, head_scores(model, val), labels, config.target_precision)
-    if not has_counterfeits(samples):
+    if not real:
         calibration["warnings"] = [VAL_EDITED_WARNING, *calibration["warnings"]]
     metrics.update(val_not_recognised=val_left_out, comparator_head=provenance,
-                   val_counterfeits="real" if has_counterfeits(samples) else "edited from val genuines",
+                   val_counterfeits="real" if real else "edited from val genuines",
                    **({"products_left_out": dropped} if dropped else {}))
     return save_and_export(model, config, found, calibration, metrics)
-
-
-def with_products(model: ComparatorModel, products: int, spec: PreprocessSpec) -> ComparatorModel:
-    """A model with room for `products`, sharing `model`'s frozen features and head."""
-    grown = ComparatorModel(products, spec.size, spec.mean, spec.std, pretrained=False)
-    grown.features, grown.head = model.features, model.head
-    return grown

@@ -122,36 +122,39 @@ class ComparatorModel(nn.Module):
     def describe(self, image: torch.Tensor, hull: torch.Tensor) -> dict[str, torch.Tensor]:
         """A registered photo -> its DESCRIPTIONS: unit features (N, 40, h, w), 8x8-pooled pixels (N, 3, h, w),
         hue histogram over `hull` (N, HUE_BINS), each hue's lightness relative to the print's (N, HUE_BINS),
-        and the print's fine detail relative to its surroundings' (N,)."""
+        and the print's fine detail relative to its surroundings' (N,); and, not compared, the raw features'
+        average (`pooled`, N x 40) from which the embedding output is made."""
         rgb = self.rgb(image)
         features = self.features(rgb)
         pixels = F.avg_pool2d(rgb, STRIDE)
         weights, pooled = hue_weights(pixels, hull, self.hue_directions)
         return {"features": features / features.norm(dim=1, keepdim=True).clamp_min(EPS), "pixels": pixels,
                 "hue": weights.sum((2, 3)) / weights.sum((1, 2, 3)).unsqueeze(1).clamp_min(EPS),
-                "lightness": ink_lightness(weights, pooled, hull), "detail": print_detail(rgb, hull)}
+                "lightness": ink_lightness(weights, pooled, hull), "detail": print_detail(rgb, hull),
+                "pooled": features.mean((2, 3))}
 
-    def comparisons(self, image: torch.Tensor, product: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (COMPARISONS (N, C), the location-wise feature map (N, h, w))."""
+    def head_input(self, image: torch.Tensor, product: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (what the head reads (N, 2C), the location-wise feature map (N, h, w))."""
+        inputs, feature_map, _ = self._evidence(image, product)
+        return inputs, feature_map
+
+    def _evidence(self, image: torch.Tensor, product: torch.Tensor):
+        """-> (what the head reads: the log of each of COMPARISONS and its log ratio to `typical` (N, 2C), the
+        location-wise feature map (N, h, w), the photo's description): the trunk runs once per photo."""
         hull = self.hull[product]
         photo = self.describe(image, hull)
         empty = torch.arange(MAX_REFERENCES, device=image.device).unsqueeze(0) >= self.count[product].unsqueeze(1)
         genuines = {name: getattr(self, f"ref_{name}")[product].float() for name in DESCRIPTIONS}
-        return compare(photo, genuines, hull, empty)
-
-    def head_input(self, image: torch.Tensor, product: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (what the head reads (N, 2C), the location-wise feature map (N, h, w))."""
-        raw, feature_map = self.comparisons(image, product)
+        raw, feature_map = compare(photo, genuines, hull, empty)
         logged = raw.clamp_min(EPS).log()
-        return torch.cat([logged, logged - self.typical[product].clamp_min(EPS).log()], 1), feature_map
+        return torch.cat([logged, logged - self.typical[product].clamp_min(EPS).log()], 1), feature_map, photo
 
     def forward(self, image: torch.Tensor, product: torch.Tensor):
-        inputs, feature_map = self.head_input(image, product)
+        inputs, feature_map, photo = self._evidence(image, product)
         half = (self.scale * self.head(inputs) + self.shift) / 2  # softmax of (-half, half) = sigmoid(logit)
         # Evidence in units of what a typical genuine's strongest cell shows.
         heatmap = feature_map / self.typical[product, HEATMAP_UNIT].clamp_min(EPS)[:, None, None]
-        pooled = self.features(self.rgb(image)).mean((2, 3))
-        embedding = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        embedding = photo["pooled"] / photo["pooled"].norm(dim=1, keepdim=True).clamp_min(1e-12)
         return torch.stack([-half, half], 1), heatmap, embedding
 
 

@@ -31,10 +31,8 @@ from evaluation.robustness import CHANGES
 from inference.align import NotRecognised
 from inference.layout import Sample, list_split
 from inference.predictor import Prepared, decode, prepare, stacked
-from training.recipes.comparator.enrol import enrol, enrollable
-from training.recipes.comparator.fit import HEAD_FILE, with_products
+from training.recipes.comparator.fit import HEAD_FILE, enrolled_model
 from training.recipes.comparator.model import EXPERTS, ComparatorHead, ComparatorModel
-from training.recipes.reference.fit import registered_genuines
 
 VISIBLE = tuple(EXPERTS)  # kinds of edit a person spots at 348 px (issue 22's test): hue, lightness, reprint
 # Changes a photo may get as augmentation: the robustness set less those the quality gate answers with a
@@ -83,10 +81,7 @@ def versions(sample: Sample, spec, augment: int) -> list[tuple[str, Image.Image]
 
 def describe_benchmark(data: Path, spec, augment: int = 1, progress: bool = True) -> Pairs:
     """Enrol every product of DATA/train, then compare each val and test photo (and its changes) with its own."""
-    model = ComparatorModel(1, spec.size, spec.mean, spec.std)
-    found, _ = enrollable(registered_genuines(data, spec, progress))
-    model = with_products(model, len(found.products), spec)
-    enrol(model, found.frames, found.references, spec)
+    model, found, _ = enrolled_model(data, spec, progress)  # the head is not read: only its inputs are
     folders = [found.folders[name] for name in found.products]
     samples = [(split, s) for split in ("val", "test") for s in list_split(data, split)]
 

@@ -60,16 +60,22 @@ def fit(config: TrainConfig, progress: bool = True, resume: bool = False) -> dic
     """`counterfeit train` with recipe 'reference'. Raises ValueError (DataError) on unusable data."""
     if resume:  # no epochs: nothing to resume (or to distribute)
         raise ValueError("The reference recipe has no epochs to resume: run it again (a few minutes).")
-    torch.manual_seed(config.seed)
-    out, spec = Path(config.out), config.preprocess_spec()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    spec = start_run(config)
     found = registered_genuines(config.data, spec, progress)
     model = ReferenceModel(len(found.references), config.image_size, spec.mean, spec.std)
     fit_statistics(model, dict(zip(found.products, found.frames)), spec, progress)
     val, labels, val_left_out = prepared_samples(list_split(config.data, "val"), spec, found.references, progress)
     calibration, metrics = _calibrate(model, val, labels, config.target_precision)
     return save_and_export(model, config, found, calibration, {**metrics, "val_not_recognised": val_left_out})
+
+
+def start_run(config: TrainConfig):
+    """Seed, RUN folder and RUN/config.json, as the recipes that fit registered products start -> the spec."""
+    torch.manual_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return config.preprocess_spec()
 
 
 class Registered(NamedTuple):
