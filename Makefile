@@ -14,17 +14,19 @@ PORT ?= 8000
 DEMO_DATA := datasets/demo-synth
 DEMO_RUN  := runs/demo
 
-.PHONY: help install install-dev browser run test bench bench-real comparator bench-comparator demo-model clean
+.PHONY: help install install-dev browser run test bench bench-evidence bench-real comparator bench-comparator demo-model screenshots clean
 
 help:
 	@echo "make run          install the serving dependencies and serve the demo model on http://$(HOST):$(PORT)"
 	@echo "make test         install everything (torch included), lint (ruff) and run the tests"
 	@echo "make bench        benchmarks: predictor, training throughput, data audit, photo sizes, server under load, memory,"
 	@echo "                 pipeline speed vs the previous one, bulk screening (100,000 rows, kill + resume), Ray"
+	@echo "make bench-evidence  the evidence store at a year's scale (1,000,000 records, SQLite and PostgreSQL): ~40 min"
 	@echo "make bench-real   the default recipe on real photos (../shared/real, when present): about 40 min"
 	@echo "make comparator   train the comparator's head on real photo pairs (../shared/real, when present): ~15 min"
 	@echo "make bench-comparator  the comparator on real photos of products it never saw, beside the baselines"
 	@echo "make demo-model   retrain the committed demo model (inference/demo/) from synthetic data"
+	@echo "make screenshots  the README's phone screenshots (docs/inspector-phone-*.png), taken in headless Chromium"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +73,11 @@ bench: install-dev
 	$(PY) bench/speed.py
 	$(PY) bench/bulk.py
 	$(PY) bench/ray_screen.py
+	$(PY) bench/evidence_scale.py --quick
+
+# The evidence store at the scale of a year at a port (docs/evidence-scale.md); scratch files go to the temp folder.
+bench-evidence: install-dev
+	$(PY) bench/evidence_scale.py --records 1000000 --json runs/evidence-scale.json
 
 # Real phone photos beside the project (development machines only): build, fit, answer, per product and kind.
 bench-real: install-dev
@@ -101,6 +108,10 @@ demo-model: install-dev
 	$(BIN)/counterfeit evaluate $(DEMO_DATA)/test --model $(DEMO_RUN)/model.onnx --report $(DEMO_RUN)/report
 	cp $(DEMO_RUN)/model.onnx inference/demo/model.onnx
 	$(PY) -m training.model_card $(DEMO_RUN) --demo --out inference/demo/MODEL_CARD.md
+
+# The README's screenshots, taken from the page as it is (the demo model's samples at 390x844), never by hand.
+screenshots: install-dev browser
+	$(PY) docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

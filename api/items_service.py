@@ -83,7 +83,8 @@ def judge(photos: list[ItemPhoto], predictor: Predictor) -> Item:
         return _retake(header, retake or photo_retake(photos))
     score = combine([photo.score for photo in scored], meta.thresholds, combiner)
     verdict = verdict_for(score, thresholds)
-    return Item(verdict=verdict, score=score, message=_verdict_message(verdict, photos), **header)
+    message = _verdict_message(verdict, photos, demo=header["model"]["demo"])
+    return Item(verdict=verdict, score=score, message=message, **header)
 
 
 def _retake(header: dict, retake: Retake) -> Item:
@@ -91,11 +92,19 @@ def _retake(header: dict, retake: Retake) -> Item:
                 missing_sides=list(retake.missing_sides), **header)
 
 
-def _verdict_message(verdict: str, photos: list[ItemPhoto]) -> str:
+# A model never validated on real photos (inference/provenance.py) gives no advice to act on.
+DEMO_NOT_EVIDENCE = "Demo: not evidence (the model has seen synthetic photos only)."
+
+
+def _verdict_message(verdict: str, photos: list[ItemPhoto], demo: bool = False) -> str:
     if verdict == COUNTERFEIT:
         sides = [str(n) for n, photo in enumerate(photos, 1) if photo.verdict == COUNTERFEIT]
         where = f" (photo {', '.join(sides)} on its own)" if sides else ""
+        if demo:  # no advice to hold anything
+            return f"{DEMO_NOT_EVIDENCE} The item shows signs of counterfeiting{where}."
         return f"The item shows signs of counterfeiting{where}: hold it for investigation."
+    if demo and verdict == GENUINE:
+        return f"{DEMO_NOT_EVIDENCE} The item looks genuine on every photo."
     if verdict == RETAKE:
         return "Retake the photos."
     return {GENUINE: "The item looks genuine on every photo.",

@@ -46,6 +46,8 @@ class ThresholdsOut(BaseModel):
 class ModelRef(BaseModel):
     name: str
     version: str = Field(description="content hash of the model that produced this answer")
+    demo: bool | None = Field(None, description="true: the model was never validated on real photos (GET "
+                              "/v1/model, provenance); its verdicts show the product working, they are not evidence")
 
 
 class ImageInfo(BaseModel):

@@ -46,7 +46,14 @@ def serve(settings: Settings) -> None:
     if warning:
         log.warning(warning)
     app = create_app(settings, predictor)
-    DrainingServer(server_config(app, settings), app.state, settings.drain_seconds).run()
+    server = DrainingServer(server_config(app, settings), app.state, settings.drain_seconds)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn raises the Ctrl-C it caught again once it has shut down; Ctrl-C is how the server is
+        # stopped (`make run` says so), so a clean stop is no error (make printed "Error 130" for it).
+        if not server.should_exit:
+            raise
 
 
 def server_config(app, settings: Settings) -> uvicorn.Config:

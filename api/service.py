@@ -27,6 +27,7 @@ from inference.images import ImageError, LoadedImage, decode_cost
 from inference.metadata import ModelFileError
 from inference.pipeline import Checked, check_and_prepare, decode_and_prepare
 from inference.predictor import Predictor, decoded_size
+from inference.provenance import validated_on_real_photos
 from inference.quality import QualityReport
 
 MB = 1024 * 1024
@@ -54,7 +55,8 @@ class ForEvidence:
 def model_fields(predictor: Predictor) -> dict:
     meta = predictor.metadata
     return {"thresholds": meta.thresholds.to_dict(),
-            "model": {"name": meta.name, "version": meta.version}}
+            "model": {"name": meta.name, "version": meta.version,
+                      "demo": not validated_on_real_photos(meta.provenance)}}
 
 
 def image_fields(data: bytes, loaded: LoadedImage) -> dict:

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
                            "and the original photos. Shared storage when several replicas use PostgreSQL.")
     database_url: SecretStr | None = Field(None, description="postgresql://user:password@host/db for several "
                                            "replicas; unset: SQLite in data_dir.")
+    evidence_retain_originals_days: int | None = Field(None, ge=1, le=36_500, description="Retention policy: "
+                                                       "`counterfeit evidence retire` (run it daily, e.g. from cron) "
+                                                       "deletes the original photos of evidence records older than "
+                                                       "this many days, each deletion a chain entry of its own; "
+                                                       "records, verdicts and hashes stay. The server itself never "
+                                                       "deletes. Unset: originals are kept for ever.")
     record_screenings: bool = Field(True, description="Keep screened listing photos in the evidence log too, "
                                     "so seizures can be linked to the listings that show the same goods.")
     max_batch: int = Field(MAX_BATCH, ge=1, le=256, description="Most images in one batch; each onnxruntime call "

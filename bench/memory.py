@@ -3,8 +3,11 @@
 Server (`counterfeit serve` in a subprocess, the demo model, loopback only, a fresh process per load so
 each peak is its own): its peak resident memory (VmHWM in /proc/PID/status) for
   - one POST /v1/screenings of 4 copies of a 1-bit 8,900 x 8,900 PNG (about 10 KB, under the 80 Mpx limit),
-  - 8 parallel POST /v1/inspections of that PNG.
-Goal: at most 1.5 GB each, every answer a 200 or a 503 `server_busy` (never a crash or swap).
+  - 8 parallel POST /v1/inspections of that PNG;
+  - the multipart attack: 3 clients at once, each posting 990 file parts of 1 MB to /v1/screenings, and
+    20 text fields of 1 MB to /v1/inspections.
+Goal: at most 1.5 GB each, every answer a 200 or a 503 `server_busy` (never a crash or swap); the attack's
+answers are 400/413/422 refusals.
 
 `counterfeit screen` (a subprocess per run): peak resident memory on a folder of N and of 4N synthetic
 640x480 JPEG packaging photos the demo model knows. Goal: the same for both (memory independent of the
@@ -41,6 +44,10 @@ HUGE_SIDE = 8900  # px: 79 Mpx, just under the default 80 Mpx limit
 SERVER_GOAL_MB = 1536
 SCREEN_GOAL_MB = 1024
 SCREEN_SPREAD = 0.10  # "independent of the number of photos": 4N photos peak within 10% of N photos
+ATTACK_PARTS = 990  # file parts per request: 990 MB, under the body limit, far over the image count
+# Text fields per request, 1 MB each: 20 MB, under the 25 MB upload limit, so that the route's field limits
+# answer (4 fields of at most 16 KB), not the body limit (400 such fields get a 413 before any parsing).
+ATTACK_FIELDS = 20
 DISTINCT_PHOTOS = 8  # synthetic photos rendered; the folders repeat them under different names
 
 
@@ -51,6 +58,19 @@ def huge_bilevel_png() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
+
+
+def attack_parts(field: str) -> list[tuple]:
+    """ATTACK_PARTS file parts of 1 MB each (one bytes object, sent ATTACK_PARTS times: the client holds 1 MB)."""
+    part = bytes(MB)
+    return [(field, (f"{i}.jpg", part, "image/jpeg")) for i in range(ATTACK_PARTS)]
+
+
+def attack_fields() -> list[tuple]:
+    """ATTACK_FIELDS text fields of 1 MB each, with one small image."""
+    text = b"x" * MB
+    return [("image", ("p.jpg", b"\xff\xd8", "image/jpeg")),
+            *((f"field{i}", (None, text)) for i in range(ATTACK_FIELDS))]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -72,11 +92,11 @@ def post_all(url: str, requests: list[list[tuple]], timeout_s: float = 300) -> t
     return codes, time.perf_counter() - start
 
 
-def server_peak(path: str, requests: list[list[tuple]]) -> tuple[float, float, list[int], float]:
+def server_peak(path: str, requests: list[list[tuple]], model: Path = DEMO_MODEL) -> tuple[float, float, list[int], float]:
     """A fresh server under one load -> (idle RSS MB, peak RSS MB, status codes, seconds)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as evidence:
-        server = start_server(port, Path(evidence), DEMO_MODEL)
+        server = start_server(port, Path(evidence), model)
         try:
             idle = peak_rss_mb(server.pid)
             codes, seconds = post_all(f"http://127.0.0.1:{port}{path}", requests)
@@ -86,21 +106,25 @@ def server_peak(path: str, requests: list[list[tuple]]) -> tuple[float, float, l
             server.wait(timeout=30)
 
 
-def report_server() -> list[bool]:
+def report_server(model: Path = DEMO_MODEL) -> list[bool]:
     png = huge_bilevel_png()
-    print(f"server (demo model), a {len(png):,}-byte 1-bit {HUGE_SIDE}x{HUGE_SIDE} PNG; goal: peak <= "
+    print(f"server ({model}), a {len(png):,}-byte 1-bit {HUGE_SIDE}x{HUGE_SIDE} PNG; goal: peak <= "
           f"{SERVER_GOAL_MB} MB, answers 200 or 503")
     loads = {
         "1 screening of 4 such PNGs": ("/v1/screenings", [[("images", (f"{i}.png", png, "image/png"))
-                                                            for i in range(4)]]),
-        "8 parallel inspections of it": ("/v1/inspections", [[("image", ("p.png", png, "image/png"))]] * 8),
+                                                            for i in range(4)]], (200, 503)),
+        "8 parallel inspections of it": ("/v1/inspections", [[("image", ("p.png", png, "image/png"))]] * 8,
+                                         (200, 503)),
+        # The multipart attack: more parts than the route takes are refused as they arrive, not held.
+        f"3 x {ATTACK_PARTS} parts of 1 MB, screenings": ("/v1/screenings", [attack_parts("images")] * 3, (400, 413)),
+        f"{ATTACK_FIELDS} text fields of 1 MB, inspection": ("/v1/inspections", [attack_fields()], (400, 413, 422)),
     }
     met = []
-    for name, (path, requests) in loads.items():
-        idle, peak, codes, seconds = server_peak(path, requests)
-        ok = peak <= SERVER_GOAL_MB and all(code in (200, 503) for code in codes)
+    for name, (path, requests, expected) in loads.items():
+        idle, peak, codes, seconds = server_peak(path, requests, model)
+        ok = peak <= SERVER_GOAL_MB and all(code in expected for code in codes)
         met.append(ok)
-        print(f"  {name:<30} idle {idle:6.0f} MB  peak {peak:6.0f} MB  {seconds:5.1f} s  "
+        print(f"  {name:<36} idle {idle:6.0f} MB  peak {peak:6.0f} MB  {seconds:5.1f} s  "
               f"answers {sorted(codes)}  {'meets' if ok else 'MISSES'} the goal")
     return met
 
@@ -147,8 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=40, help="N: screen N and 4N photos (default 40)")
     parser.add_argument("--skip-server", action="store_true", help="only measure `counterfeit screen`")
+    parser.add_argument("--model", type=Path, default=DEMO_MODEL, help="model the server serves (default: demo)")
     args = parser.parse_args()
-    met = [] if args.skip_server else report_server()
+    met = [] if args.skip_server else report_server(args.model)
     met.append(report_screen(args.photos))
     print("memory goals: " + ("all met" if all(met) else "NOT all met"))
 

@@ -17,6 +17,7 @@ from counterfeit.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from counterfeit.evidence_commands import (
     cmd_evidence_export,
     cmd_evidence_head,
+    cmd_evidence_retire,
     cmd_evidence_to_dataset,
     cmd_evidence_verify,
 )
@@ -62,6 +63,16 @@ def existing_folder(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {path}" if not path.exists() else f"not a folder: {path}")
     return path
+
+
+def retention_days(text: str) -> int:
+    """argparse type of a retention period: whole days, 1 to a century."""
+    from evidence_store.retention import MAX_DAYS
+
+    if not text.strip().isascii() or not text.strip().isdigit() or not 1 <= int(text) <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days from 1 to {MAX_DAYS}, "
+                                         f"got {text!r}")
+    return int(text)
 
 
 def package_version() -> str:
@@ -193,7 +204,7 @@ def _add_data(sub) -> None:
 
 
 def _add_evidence(sub) -> None:
-    evidence = sub.add_parser("evidence", help="the evidence log: head, verify, export, to-dataset")
+    evidence = sub.add_parser("evidence", help="the evidence log: head, verify, export, to-dataset, retire")
     actions = evidence.add_subparsers(dest="evidence_command", required=True, metavar="COMMAND", parser_class=Parser)
     p = actions.add_parser("head", help="print the chain head as one JSON line, to publish or file outside the "
                            "database (verify --head checks it later)")
@@ -220,6 +231,12 @@ def _add_evidence(sub) -> None:
     p.add_argument("--since", help="UTC ISO time")
     p.add_argument("--seed", type=int, default=0, help="seed of the case-to-split assignment")
     p.set_defaults(run=cmd_evidence_to_dataset)
+    p = actions.add_parser("retire", help="the retention policy: delete the original photos of records older than "
+                           "N days (each deletion a chain entry; records, verdicts and hashes stay); run it daily")
+    p.add_argument("--older-than-days", type=retention_days, metavar="N", help="retention period in days (default: "
+                   "COUNTERFEIT_EVIDENCE_RETAIN_ORIGINALS_DAYS)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be retired and freed; change nothing")
+    p.set_defaults(run=cmd_evidence_retire)
     for action in actions.choices.values():
         action.add_argument("--data-dir", type=Path, help="evidence folder (default: COUNTERFEIT_DATA_DIR or ./evidence)")
 
@@ -300,11 +317,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except CliError as exc:
+        end_progress_bars()
         print(f"counterfeit {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        end_progress_bars()
         print(f"counterfeit {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def end_progress_bars() -> None:
+    """Close the progress bars a failure left open (a bar still held by the code that raised), so that the
+    error starts on a line of its own, not after the bar's last `\\r`."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

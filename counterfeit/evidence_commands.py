@@ -1,5 +1,5 @@
-"""`counterfeit evidence …`: take and check published chain heads, verify, export, and turn confirmed outcomes
-into training data."""
+"""`counterfeit evidence …`: take and check published chain heads, verify, export, turn confirmed outcomes
+into training data, and retire old originals (the retention policy)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def cmd_evidence_verify(args) -> int:
         store.close()
     print(f"not covered: {NOT_COVERED}", file=sys.stderr)
     if report.ok:
-        print(f"ok: {report.checked} entries intact; head seq {report.head_seq} hash {report.head_hash}; "
+        retired = f"; {report.retired} originals retired by the retention policy" if report.retired else ""
+        print(f"ok: {report.checked} entries intact{retired}; head seq {report.head_seq} hash {report.head_hash}; "
               + (f"{report.anchors_checked} anchored heads found intact" if anchored else
                  "unanchored (no --head): removing the newest entries and rewinding the stored head would not show"))
         return 0
@@ -161,4 +162,26 @@ def cmd_evidence_to_dataset(args) -> int:
         store.close()
     print(json.dumps(counts, indent=2))
     print(f"next: counterfeit data check {args.out} && counterfeit train {args.out} --out RUN", file=sys.stderr)
+    return 0
+
+
+def cmd_evidence_retire(args) -> int:
+    """The retention policy: delete the originals of records older than --older-than-days (default: the
+    evidence_retain_originals_days setting), each deletion a chain entry; records, verdicts and hashes stay."""
+    import getpass
+
+    from api.settings import Settings
+
+    days = args.older_than_days if args.older_than_days is not None else Settings().evidence_retain_originals_days
+    if days is None:
+        raise CliError("no retention period: pass --older-than-days N or set COUNTERFEIT_EVIDENCE_RETAIN_ORIGINALS_DAYS")
+    store = open_evidence(args.data_dir)
+    try:
+        run = _refused_as_cli_error(store.retire_originals, days, dry_run=args.dry_run, subject=f"cli:{getpass.getuser()}")
+    finally:
+        store.close()
+    verb = "would retire" if run.dry_run else "retired"
+    print(f"{verb} the originals of {run.records} records created before {run.before} (older than {days} days): "
+          f"{run.files} photo files, {run.bytes} bytes ({run.bytes / 1e6:.1f} MB) freed"
+          + (" (dry run: nothing changed)" if run.dry_run else ""))
     return 0

@@ -36,6 +36,7 @@ from PIL import Image, JpegImagePlugin
 from datatools.edits import EDITS, KINDS, package_region
 from datatools.synth import with_progress
 from inference.classes import CLASSES, COUNTERFEIT, GENUINE
+from inference.provenance import write_origin
 
 SPLITS = ("train", "val", "test")
 TO_VAL = 6  # the last this many source train photos of each product (by name) join its val pool
@@ -218,6 +219,7 @@ def build(src: str | Path, out: str | Path, seed: int = 0, products: Sequence[st
                                   lambda k, p=path: f"{p.stem}__{k}.jpg", seed)
         _check_sources(writer.rows)
         _write_manifest(partial / "manifest.csv", writer.rows)
+        write_origin(partial, photos="real", counterfeits="edited", made_by=f"counterfeit data real --seed {seed}")
         if licence is not None:
             shutil.copyfile(licence, partial / "LICENSE")
         summary = _summary(out, seed, writer.rows, licence is not None)

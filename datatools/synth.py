@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from inference.provenance import write_origin
+
 DEFECT_KINDS: tuple[str, ...] = ("font", "colour", "reprint", "logo", "misspelling", "hologram", "layout")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 UNSEEN_SPLIT = "test-unseen"
@@ -1008,6 +1010,7 @@ def write_dataset(out: Path, *, seed: int = 0, products: int = 3, n_train: int =
     shutil.rmtree(partial, ignore_errors=True)
     try:
         _write_images(partial, seed, jobs, designs, frame, progress, out.name)
+        write_origin(partial, photos="synthetic", counterfeits="synthetic", made_by=f"counterfeit synth --seed {seed}")
         if out.is_dir():
             out.rmdir()  # checked empty above
         partial.rename(out)

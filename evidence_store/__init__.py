@@ -15,6 +15,7 @@ from evidence_store.errors import (
     InvalidInput,
     NotFound,
     OriginalChanged,
+    Retired,
     SchemaTooNew,
     StoreUnavailable,
 )
@@ -29,12 +30,13 @@ from evidence_store.records import (
     Match,
     Outcome,
     Record,
+    Retirement,
     VerifyReport,
 )
 from evidence_store.store import EvidenceStore
 
 __all__ = [
     "EvidenceError", "EvidenceStore", "ForeignHead", "Head", "InvalidInput", "KINDS", "Match", "NOT_COVERED",
-    "NotFound", "OUTCOME_LABELS", "OriginalChanged", "Outcome", "PROBLEMS", "Record", "SchemaTooNew",
+    "NotFound", "OUTCOME_LABELS", "OriginalChanged", "Outcome", "PROBLEMS", "Record", "Retired", "Retirement", "SchemaTooNew",
     "StoreUnavailable", "VerifyReport", "open_store", "screen_line_fields",
 ]

@@ -85,6 +85,13 @@ class Blobs:
     def delete(self, sha256: str) -> None:
         _unlink_quietly(self.path(sha256))
 
+    def size(self, sha256: str) -> int | None:
+        """Bytes the stored file takes; None when there is none."""
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
     def older_than(self, seconds: float) -> Iterator[str]:
         """Hashes of stored files last modified more than `seconds` ago."""
         cutoff = time.time() - seconds

@@ -1,6 +1,7 @@
 """Confirmed outcomes -> a training data folder: DATA/{train,val,test}/{genuine,counterfeit}/<sha256>.<ext>.
 
-- Only records whose latest outcome is genuine or counterfeit (a later 'unknown' withdraws a label).
+- Only records whose latest outcome is genuine or counterfeit (a later 'unknown' withdraws a label), and
+  whose original photo is still kept (the retention policy's retired ones are counted as retired_skipped).
 - Each photo once (by SHA-256); a photo labelled both ways is left out and counted as a conflict.
 - Split by case: all photos of one case land in the same split, so a model is never tested on a case it
   trained on. A record without a case is a group of its own. Groups sharing a photo are merged.
@@ -27,11 +28,14 @@ def plan(records: Iterable[Record], *, seed: int) -> tuple[dict[tuple[str, str],
     """{(split, label): [sha256, ...]} and counts of what was left out and why."""
     labels: dict[str, set[str]] = defaultdict(set)
     groups: dict[str, set[str]] = defaultdict(set)
-    confirmed = 0
+    confirmed = retired = 0
     for record in records:
         # An item's outcome labels the item, not the photo its record shows: a counterfeit carton may
         # have one edited side and genuine-looking others.
         if record.outcome in CLASSES and record.kind != "item":
+            if record.retired_at is not None:
+                retired += 1
+                continue
             confirmed += 1
             labels[record.image_sha256].add(record.outcome)
             groups[record.image_sha256].add(_group(record))
@@ -45,7 +49,8 @@ def plan(records: Iterable[Record], *, seed: int) -> tuple[dict[tuple[str, str],
         split = _split_of(root[next(iter(groups[sha256]))], seed)
         layout[(split, next(iter(labels[sha256])))].append(sha256)
     counts = {"confirmed_records": confirmed, "images": len(labels) - conflicts, "conflicts_skipped": conflicts,
-              "duplicates_skipped": confirmed - len(labels), "groups": len(set(root.values()))}
+              "duplicates_skipped": confirmed - len(labels), "retired_skipped": retired,
+              "groups": len(set(root.values()))}
     return layout, counts
 
 

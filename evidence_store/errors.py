@@ -21,6 +21,11 @@ class NotFound(EvidenceError, KeyError):
         return str(self.args[0]) if self.args else "not found"
 
 
+class Retired(NotFound):
+    """The original photo was deleted by the retention policy (its Retirement entry is in the chain); the
+    record, its verdict and hashes stay. The API answers 410 Gone."""
+
+
 class OriginalChanged(EvidenceError):
     """A stored original no longer matches the SHA-256 it was stored under: the file was altered on disk."""
 

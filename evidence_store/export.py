@@ -6,6 +6,8 @@ hashed fields plus prev_hash and record_hash, so anyone can re-check an export w
 with canonical JSON = sorted keys, separators (",", ":"), UTF-8 (see chain.py). A record's `product` is in
 the line (and hashed) only when it was recognised as one.
 Photos, when exported, are metadata-free copies named <sha256>.jpg or .png in a folder of their own.
+Once the retention policy has deleted a record's original, its JSON Lines entries still verify (a
+"retirement" line, chained like the others, says when) and its CSV row has `retired_at` set and no image_file.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import TextIO
 
-from evidence_store.chain import canonical_text, payload
-from evidence_store.records import Outcome, Record
+from evidence_store.chain import Chained, canonical_text, payload
+from evidence_store.records import Record
 
 FORMATS = ("csv", "jsonl")
 CSV_COLUMNS = ("seq", "id", "created_at", "kind", "external_id", "subject", "location", "case", "note", "verdict",
                "score", "thresholds", "model_name", "model_version", "image_sha256", "image_width", "image_height",
-               "quality", "phash", "product", "prev_hash", "record_hash", "outcome", "outcomes", "image_file")
+               "quality", "phash", "product", "prev_hash", "record_hash", "outcome", "outcomes", "image_file",
+               "retired_at")
 
 
 def write_csv(records: Iterable[Record], out: TextIO, image_file: Callable[[Record], str] | None = None) -> int:
@@ -40,7 +43,7 @@ def write_csv(records: Iterable[Record], out: TextIO, image_file: Callable[[Reco
     return count
 
 
-def write_jsonl(entries: Iterable[Record | Outcome], out: TextIO) -> int:
+def write_jsonl(entries: Iterable[Chained], out: TextIO) -> int:
     """One line per chain entry. The number of lines."""
     count = 0
     for entry in entries:

@@ -111,7 +111,23 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "the catalogue product each photo was recognised as", """
         ALTER TABLE records ADD COLUMN product TEXT
     """),
+    # Chain entries of their own (seq shared with records and outcomes, see chain.py); one per record at most.
+    Migration(6, "retirements: originals deleted by the retention policy", """
+        CREATE TABLE retirements (
+            seq {INT} PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            record_id TEXT NOT NULL UNIQUE REFERENCES records (id),
+            image_sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            record_hash TEXT NOT NULL
+        );
+        CREATE INDEX retirements_image ON retirements (image_sha256)
+    """),
 )
+RETIREMENTS = 6  # the schema version that has the retirements table
 LATEST = MIGRATIONS[-1].version
 
 _CREATE_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

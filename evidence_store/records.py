@@ -70,6 +70,9 @@ class Record:
     prev_hash: str = ""
     record_hash: str = ""
     outcomes: tuple[Outcome, ...] = field(default=())
+    # When the retention policy deleted its original photo (the time of its Retirement entry); None while
+    # the photo is kept. Not hashed: the Retirement entry, chained after the record, is what proves it.
+    retired_at: str | None = None
 
     @property
     def outcome(self) -> str | None:
@@ -85,6 +88,23 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Retirement:
+    """The retention policy deleted a record's original photo: appended to the chain before the file is
+    deleted, so a photo gone with this entry is retired, and one gone without it is missing (tampering).
+    The record itself (verdict, hashes, outcomes, fingerprints) stays."""
+
+    seq: int
+    id: str
+    record_id: str  # the record whose original was retired
+    image_sha256: str  # that record's photo, as the record hashed it
+    created_at: str  # when it was retired
+    reason: str  # e.g. "retention policy: originals older than 365 days"
+    subject: str  # who ran the policy (e.g. cli:operator)
+    prev_hash: str = ""
+    record_hash: str = ""
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     ok: bool
     checked: int  # chain entries (records and outcomes) found intact before the first bad one
@@ -92,6 +112,7 @@ class VerifyReport:
     head_seq: int  # the chain head as stored: publish it elsewhere to anchor the chain (see heads.py)
     head_hash: str
     anchors_checked: int = 0  # published heads (Head) found in the chain, intact
+    retired: int = 0  # originals deleted by the retention policy, each with its Retirement entry intact
     not_covered: str = NOT_COVERED
 
 

@@ -7,7 +7,7 @@ Writing order, so that nothing is ever half-written:
    fingerprint and the new chain head, and commits (durable when it returns);
 3. if that fails, the original this call created is removed again, under the chain lock and only if no
    row refers to it; if even that fails, sweep_orphans() removes it later. A record is never without its
-   original; an unreferenced original is harmless.
+   original, until the retention policy retires it (retention.py); an unreferenced original is harmless.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import TextIO
 
 import numpy as np
 
-from evidence_store import dataset, export, migrations
+from evidence_store import dataset, export, migrations, retention
 from evidence_store.blobs import Blobs, sha256_hex
-from evidence_store.chain import Unreadable, entry_hash, verify_entries
+from evidence_store.chain import Chained, Unreadable, entry_hash, verify_entries
 from evidence_store.db import Database, Tx
-from evidence_store.errors import ForeignHead, InvalidInput, NotFound, StoreUnavailable
+from evidence_store.errors import ForeignHead, InvalidInput, NotFound, Retired, StoreUnavailable
 from evidence_store.fields import checked, checked_outcome
 from evidence_store.imaging import (
     Fingerprint,
@@ -42,21 +42,27 @@ from evidence_store.records import (
     Match,
     Outcome,
     Record,
+    Retirement,
     VerifyReport,
     new_id,
     utc_now,
     utc_text,
 )
+from evidence_store.retention import RetirementRun
 from evidence_store.rows import (
     OUTCOME_COLUMNS,
     OUTCOME_SELECT,
     RECORD_COLUMNS,
     RECORD_SELECT,
+    RETIREMENT_COLUMNS,
+    RETIREMENT_SELECT,
     insert_sql,
     outcome_from_row,
     outcome_row,
     record_from_row,
     record_row,
+    retirement_from_row,
+    retirement_row,
 )
 from evidence_store.similar import normalised
 from inference.images import Limits, LoadedImage
@@ -76,6 +82,8 @@ class EvidenceStore:
         # Filled from the database on the first similar(), not here: verify or export from the CLI never
         # need it, and at 100,000 embeddings it is a few hundred megabytes.
         self._neighbours = Neighbours()
+        # Whether the schema has retirements (migrate() says; without it the caller vouches for the latest).
+        self._retirements = True
         if migrate:
             self.migrate()
 
@@ -86,7 +94,9 @@ class EvidenceStore:
     def migrate(self, target: int = migrations.LATEST) -> list[int]:
         """Apply pending schema migrations (idempotent); the versions applied now."""
         with self._guard("migrate the evidence database"), self._db.write() as tx:
-            return migrations.apply(tx, target=target, now=utc_now())
+            applied = migrations.apply(tx, target=target, now=utc_now())
+            self._retirements = migrations.RETIREMENTS in migrations.applied_versions(tx)
+            return applied
 
     def schema_version(self) -> int:
         with self._guard("read the schema version"), self._db.read() as tx:
@@ -133,10 +143,9 @@ class EvidenceStore:
             # A failed writer may have removed this photo since step 1 (it checks for rows under this same
             # lock, and ours is not there yet): put it back before the row that needs it.
             self._blobs.put(sha256, image_bytes)
-            record = Record(seq=seq + 1, id=new_id(), created_at=utc_now(), **fields, image_sha256=sha256,
-                            image_width=facts.width, image_height=facts.height, phash=facts.phashes[0],
-                            prev_hash=prev_hash)
-            record = replace(record, record_hash=entry_hash(prev_hash, record))
+            record = _chained(Record(seq=seq + 1, id=new_id(), created_at=utc_now(), **fields, image_sha256=sha256,
+                                     image_width=facts.width, image_height=facts.height, phash=facts.phashes[0]),
+                              prev_hash)
             tx.run(insert_sql("records", RECORD_COLUMNS), record_row(record))
             tx.run("INSERT INTO fingerprints (record_seq, phashes, thumbnail) VALUES (?, ?, ?)",
                    (record.seq, phashes_text(facts.phashes), facts.thumbnail))
@@ -153,9 +162,8 @@ class EvidenceStore:
             seq, prev_hash = tx.chain_head()
             if tx.one("SELECT 1 FROM records WHERE id = ?", (record_id,)) is None:
                 raise NotFound(f"No evidence record with id {record_id!r}.")
-            outcome = Outcome(seq=seq + 1, id=new_id(), record_id=record_id, created_at=utc_now(), **fields,
-                              prev_hash=prev_hash)
-            outcome = replace(outcome, record_hash=entry_hash(prev_hash, outcome))
+            outcome = _chained(Outcome(seq=seq + 1, id=new_id(), record_id=record_id, created_at=utc_now(),
+                                       **fields), prev_hash)
             tx.run(insert_sql("outcomes", OUTCOME_COLUMNS), outcome_row(outcome))
             _advance_head(tx, outcome.seq, outcome.record_hash)
         return self.get(record_id)
@@ -190,12 +198,85 @@ class EvidenceStore:
             log.warning("could not remove unreferenced original %s: %s", sha256, exc)
         return False
 
+    # ------------------------------------------------------------------ the retention policy (retention.py)
+
+    def retire_originals(self, older_than_days: int, *, dry_run: bool = False, subject: str = "retention-policy",
+                         now: datetime | None = None) -> RetirementRun:
+        """Delete the original photos of records created more than older_than_days ago, each retirement a
+        chain entry of its own, committed before its photo is deleted; a photo a younger record shares
+        stays. Records, verdicts, outcomes and fingerprints stay. dry_run: count only, change nothing.
+        InvalidInput for a period that is not 1..retention.MAX_DAYS whole days."""
+        days = retention.checked_days(older_than_days)
+        before = retention.cutoff(days, now)
+        with self._guard("retire old originals"):
+            if dry_run:
+                with self._db.read() as tx:
+                    records, photos = retention.pending(tx, before)
+                files, freed = self._unneeded_photos(photos | set(self._retired_photos_on_disk()), before)
+                return RetirementRun(before, records, files, freed, dry_run=True)
+            records = self._append_retirements(before, retention.reason(days), subject)
+            files, freed = self._unneeded_photos(set(self._retired_photos_on_disk()), None, delete=True)
+        log.info("retention policy: %d originals of records older than %d days retired, %d files (%d bytes) "
+                 "deleted", records, days, files, freed)
+        return RetirementRun(before, records, files, freed)
+
+    def _append_retirements(self, before: str, reason: str, subject: str) -> int:
+        """Step 1: a Retirement entry for each record created before `before` that has none; how many."""
+        with self._db.read() as tx:
+            last = retention.last_seq_before(tx, before)
+        count, after = 0, 0
+        while after < last:
+            retired = self._retire_batch(after, last, before, reason, subject)
+            count += len(retired)
+            if len(retired) < _BATCH:
+                break
+            after = retired[-1]
+        return count
+
+    def _retire_batch(self, after: int, last: int, before: str, reason: str, subject: str) -> list[int]:
+        """One transaction of up to _BATCH retirements of records after seq `after`; the seqs retired."""
+        with self._db.write() as tx:
+            seq, prev_hash = tx.chain_head()  # the chain lock first: two runs never retire one record twice
+            rows = tx.all(retention.CANDIDATES, (after, last, before, _BATCH))
+            for _, record_id, sha256 in rows:
+                seq += 1
+                entry = _chained(Retirement(seq=seq, id=new_id(), record_id=record_id, image_sha256=sha256,
+                                            created_at=utc_now(), reason=reason, subject=subject), prev_hash)
+                tx.run(insert_sql("retirements", RETIREMENT_COLUMNS), retirement_row(entry))
+                prev_hash = entry.record_hash
+            if rows:
+                _advance_head(tx, seq, prev_hash)
+        return [row[0] for row in rows]
+
+    def _retired_photos_on_disk(self) -> list[str]:
+        with self._db.read() as tx:
+            photos = retention.retired_photos(tx)
+        return [sha256 for sha256 in photos if self._blobs.exists(sha256)]
+
+    def _unneeded_photos(self, photos: set[str], staying_from: str | None, *, delete: bool = False) -> tuple[int, int]:
+        """(files, bytes) of those photos no live record shows (see retention.live_photos); deleted with
+        delete=True, each batch under the chain lock, so that no record of one can be appended meanwhile."""
+        ordered, files, freed = sorted(photos), 0, 0
+        for start in range(0, len(ordered), _BATCH):
+            chunk = ordered[start:start + _BATCH]
+            with self._db.write() if delete else self._db.read() as tx:
+                if delete:
+                    tx.chain_head()
+                live = retention.live_photos(tx, chunk, staying_from)
+                for sha256 in chunk:
+                    size = None if sha256 in live else self._blobs.size(sha256)
+                    if size is not None:
+                        files, freed = files + 1, freed + size
+                        if delete:
+                            self._blobs.delete(sha256)
+        return files, freed
+
     # ------------------------------------------------------------------ reading
 
     def get(self, record_id: str) -> Record | None:
         with self._guard("read the evidence"), self._db.read() as tx:
             row = tx.one(RECORD_SELECT + " WHERE id = ?", (record_id,))
-            return None if row is None else _with_outcomes(tx, [row])[0]
+            return None if row is None else _with_history(tx, [row], self._retirements)[0]
 
     def list(self, *, since: str | datetime | None = None, until: str | datetime | None = None,
              location: str | None = None, case: str | None = None, verdict: str | None = None,
@@ -212,14 +293,22 @@ class EvidenceStore:
         sql = RECORD_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
         with self._guard("read the evidence"), self._db.read() as tx:
             rows = tx.all(sql, (*params, limit + 1))
-            page = _with_outcomes(tx, rows[:limit])
+            page = _with_history(tx, rows[:limit], self._retirements)
         return page, (str(page[-1].seq) if len(rows) > limit else None)
 
     def original(self, sha256: str) -> bytes:
         """The photo exactly as received, checked against its hash: OriginalChanged if the file was altered,
-        NotFound if there is none. Contains all its metadata (GPS...): for admins only."""
+        Retired if the retention policy deleted it, NotFound if there is none. Contains all its metadata
+        (GPS...): for admins only."""
         with self._guard("read the original photo"):
-            return self._blobs.read(sha256)
+            try:
+                return self._blobs.read(sha256)
+            except NotFound:
+                with self._db.read() as tx:
+                    when = retention.photo_retired_at(tx, sha256) if self._retirements else None
+                if when is None:
+                    raise
+                raise Retired(retention.retired_message(f"The original photo {sha256}", when)) from None
 
     def thumbnail(self, sha256: str, max_side: int = 320) -> bytes:
         """An upright JPEG of the stored photo, at most max_side pixels a side, without any metadata."""
@@ -240,7 +329,7 @@ class EvidenceStore:
             for seq, distance in self._neighbours.embedding_neighbours(row[0], limit + len(seen)):
                 if len(ranked) < limit and seq not in seen and (max_distance is None or distance <= max_distance):
                     ranked.append((seq, distance, "embedding"))
-            records = _records_by_seq(tx, [seq for seq, _, _ in ranked])
+            records = _records_by_seq(tx, [seq for seq, _, _ in ranked], self._retirements)
         return [Match(records[seq], distance, kind) for seq, distance, kind in ranked if seq in records]
 
     # ------------------------------------------------------------------ checking and exporting
@@ -248,8 +337,9 @@ class EvidenceStore:
     def verify(self, *, images: bool = True, anchors: Sequence[Head] = ()) -> VerifyReport:
         """Recompute the whole chain and check every stored original (each distinct photo read once), then
         that the chain still holds each anchored head (published earlier, see heads.py). The report names the
-        first entry altered, removed, or whose photo changed or went missing. ForeignHead for a head taken
-        from another store. Signatures are the caller's to check (heads.first_bad_signature)."""
+        first entry altered, removed, or whose photo changed or went missing (a photo the retention policy
+        deleted is counted as retired instead, when its Retirement entry is intact). ForeignHead for a head
+        taken from another store. Signatures are the caller's to check (heads.first_bad_signature)."""
         problems: dict[str, str | None] = {}
 
         def image_problem(sha256: str) -> str | None:
@@ -260,8 +350,9 @@ class EvidenceStore:
         with self._guard("verify the evidence"), self._db.read(snapshot=True) as tx:
             head = tx.chain_head()  # first, so in SQLite the snapshot starts here
             _check_own_heads(_store_id(tx), anchors)
-            with _chain_entries(tx) as entries:
-                return verify_entries(entries, head, image_problem, anchors)
+            retired = retention.retired_records(tx) if self._retirements else set()
+            with _chain_entries(tx, self._retirements) as entries:
+                return verify_entries(entries, head, image_problem, anchors, retired)
 
     def head(self) -> Head:
         """The chain head now, unsigned, to be kept outside the database (see heads.py)."""
@@ -272,19 +363,27 @@ class EvidenceStore:
     def export(self, out: TextIO, *, since: str | datetime | None = None, format: str = "csv",
                with_images: Path | None = None) -> dict:
         """Write records since `since` to a text stream (see export.py); photos, if asked, as metadata-free
-        copies into the folder with_images. Counts of what was written."""
+        copies into the folder with_images (none for records whose original was retired: counted as
+        images_retired). Counts of what was written."""
         if format not in export.FORMATS:
             raise ValueError(f"format must be one of {', '.join(export.FORMATS)}, got {format!r}")
-        images = _ImageFolder(Path(with_images), self._clean_copy) if with_images is not None else None
         with self._guard("export the evidence"):
+            images = self._image_folder(with_images) if with_images is not None else None
             if format == "csv":
                 count = export.write_csv(self._iter_records(since), out, images and images.name)
             else:
                 count = export.write_jsonl(self._iter_entries(since, images), out)
-        return {"entries" if format == "jsonl" else "records": count, "images": images.written if images else 0}
+        counts = {"entries" if format == "jsonl" else "records": count, "images": images.written if images else 0}
+        return {**counts, "images_retired": images.retired} if images and images.retired else counts
+
+    def _image_folder(self, folder: Path) -> _ImageFolder:
+        with self._db.read() as tx:
+            retired = retention.retired_records(tx) if self._retirements else set()
+        return _ImageFolder(Path(folder), self._clean_copy, retired)
 
     def to_dataset(self, out: Path, *, since: str | datetime | None = None, seed: int = 0) -> dict:
-        """Confirmed photos as a training data folder (see dataset.py); counts per split and label."""
+        """Confirmed photos as a training data folder (see dataset.py); counts per split and label, and of the
+        confirmed records left out because their original was retired."""
         with self._guard("export the dataset"):
             layout, counts = dataset.plan(self._iter_records(since), seed=seed)
             return {**dataset.write(layout, Path(out), self._clean_copy), **counts}
@@ -299,15 +398,15 @@ class EvidenceStore:
             where, params = _filters(since=since)
             sql = RECORD_SELECT + " WHERE " + " AND ".join(["seq > ?", *where]) + " ORDER BY seq LIMIT ?"
             with self._db.read() as tx:
-                batch = _with_outcomes(tx, tx.all(sql, (after, *params, _BATCH)))
+                batch = _with_history(tx, tx.all(sql, (after, *params, _BATCH)), self._retirements)
             yield from batch
             if len(batch) < _BATCH:
                 return
             after = batch[-1].seq
 
-    def _iter_entries(self, since, images: _ImageFolder | None) -> Iterator[Record | Outcome]:
+    def _iter_entries(self, since, images: _ImageFolder | None) -> Iterator[Chained]:
         bound = utc_text(since) if since is not None else ""
-        with self._db.read(snapshot=True) as tx, _chain_entries(tx) as entries:
+        with self._db.read(snapshot=True) as tx, _chain_entries(tx, self._retirements) as entries:
             for entry in entries:
                 if isinstance(entry, Unreadable) or entry.created_at < bound:
                     continue
@@ -331,13 +430,18 @@ class EvidenceStore:
 
 
 class _ImageFolder:
-    """Writes each exported photo once, as a metadata-free copy named by its hash."""
+    """Writes each exported photo once, as a metadata-free copy named by its hash; none for a record whose
+    original was retired (its name is then "", even where a live record still shares the photo)."""
 
-    def __init__(self, folder: Path, clean: Callable[[str], tuple[bytes, str]]) -> None:
+    def __init__(self, folder: Path, clean: Callable[[str], tuple[bytes, str]], retired: set[str]) -> None:
         self.folder, self._clean, self._names, self.written = folder, clean, {}, 0
+        self._retired, self.retired = retired, 0  # record ids; how many records' photos were not written
         folder.mkdir(parents=True, exist_ok=True)
 
     def name(self, record: Record) -> str:
+        if record.id in self._retired:
+            self.retired += 1
+            return ""
         sha256 = record.image_sha256
         if sha256 not in self._names:
             data, suffix = self._clean(sha256)
@@ -345,6 +449,12 @@ class _ImageFolder:
             self._names[sha256] = f"{sha256}{suffix}"
             self.written += 1
         return self._names[sha256]
+
+
+def _chained(entry: Chained, prev_hash: str) -> Chained:
+    """The entry linked after prev_hash, with its own hash (chain.py)."""
+    entry = replace(entry, prev_hash=prev_hash)
+    return replace(entry, record_hash=entry_hash(prev_hash, entry))
 
 
 def _advance_head(tx: Tx, seq: int, record_hash: str) -> None:
@@ -422,40 +532,49 @@ def _check_own_heads(store_id: str, anchors: Sequence[Head]) -> None:
                               "tampering)")
 
 
-def _with_outcomes(tx: Tx, rows: list[tuple]) -> list[Record]:
-    """Records of these rows, each with its outcomes in chain order (one query per 500 records)."""
+def _with_history(tx: Tx, rows: list[tuple], retirements: bool) -> list[Record]:
+    """Records of these rows, each with its outcomes in chain order and, if its original was retired, when
+    (with retirements: the schema has them). Two queries per 500 records."""
     by_record: dict[str, list[Outcome]] = {}
+    retired: dict[str, str] = {}
     ids = [row[1] for row in rows]
     for start in range(0, len(ids), _BATCH):
         chunk = ids[start:start + _BATCH]
         sql = OUTCOME_SELECT + f" WHERE record_id IN ({', '.join('?' * len(chunk))}) ORDER BY seq"
         for row in tx.all(sql, tuple(chunk)):
             by_record.setdefault(row[2], []).append(outcome_from_row(row))
-    return [record_from_row(row, tuple(by_record.get(row[1], ()))) for row in rows]
+        if retirements:
+            retired.update(retention.retired_at(tx, chunk))
+    return [record_from_row(row, tuple(by_record.get(row[1], ())), retired.get(row[1])) for row in rows]
 
 
-def _records_by_seq(tx: Tx, seqs: list[int]) -> dict[int, Record]:
+def _records_by_seq(tx: Tx, seqs: list[int], retirements: bool) -> dict[int, Record]:
     if not seqs:
         return {}
     rows = tx.all(RECORD_SELECT + f" WHERE seq IN ({', '.join('?' * len(seqs))})", tuple(seqs))
-    return {record.seq: record for record in _with_outcomes(tx, rows)}
+    return {record.seq: record for record in _with_history(tx, rows, retirements)}
 
 
 @contextmanager
-def _chain_entries(tx: Tx) -> Iterator[Iterator[Record | Outcome | Unreadable]]:
-    """Records and outcomes merged in seq order, streamed; the streams are closed on exit, inside the
-    transaction, even when the reader stops early (verify stops at the first bad entry)."""
-    records, outcomes = tx.stream(RECORD_SELECT + " ORDER BY seq"), tx.stream(OUTCOME_SELECT + " ORDER BY seq")
+def _chain_entries(tx: Tx, retirements: bool) -> Iterator[Iterator[Chained | Unreadable]]:
+    """Records, outcomes and retirements (with retirements: the schema has them) merged in seq order,
+    streamed; the streams are closed on exit, inside the transaction, even when the reader stops early
+    (verify stops at the first bad entry)."""
+    tables = [(RECORD_SELECT, record_from_row), (OUTCOME_SELECT, outcome_from_row)]
+    if retirements:
+        tables.append((RETIREMENT_SELECT, retirement_from_row))
+    streams = [tx.stream(select + " ORDER BY seq") for select, _ in tables]
     try:
-        yield heapq.merge((_decoded(row, record_from_row) for row in records),
-                          (_decoded(row, outcome_from_row) for row in outcomes), key=lambda entry: entry.seq)
+        yield heapq.merge(*[_decoded(stream, decode) for stream, (_, decode) in zip(streams, tables)],
+                          key=lambda entry: entry.seq)
     finally:
-        records.close()
-        outcomes.close()
+        for stream in streams:
+            stream.close()
 
 
-def _decoded(row: tuple, decode) -> Record | Outcome | Unreadable:
-    try:
-        return decode(row)
-    except (TypeError, ValueError, KeyError):  # a hand-edited row: bad JSON, bad hex
-        return Unreadable(seq=row[0], id=row[1])
+def _decoded(rows: Iterator[tuple], decode) -> Iterator[Chained | Unreadable]:
+    for row in rows:
+        try:
+            yield decode(row)
+        except (TypeError, ValueError, KeyError):  # a hand-edited row: bad JSON, bad hex
+            yield Unreadable(seq=row[0], id=row[1])

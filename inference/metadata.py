@@ -14,6 +14,7 @@ from inference.align import Reference, references_from_json, references_to_json
 from inference.catalogue import catalogue_entries, checked_catalogue
 from inference.classes import CLASSES
 from inference.preprocess import PreprocessSpec
+from inference.provenance import demo_notice, validated_on_real_photos
 
 FORMAT = "counterfeit-detector/1"
 REQUIRED_KEYS = ("format", "name", "version", "classes", "preprocess", "thresholds", "temperature")
@@ -61,6 +62,9 @@ class ModelMetadata:
     # Per product, what the catalogue knows (inference/catalogue.py): {"photos": genuine photos fitted from,
     # "reference_image": a small JPEG data: URI of its reference}. Either may be absent; empty: not known.
     catalogue: dict[str, dict] = field(default_factory=dict)
+    # What the model was trained and validated on (inference/provenance.py); empty: the file does not say,
+    # and the model is treated as a demo, not validated on real photos.
+    provenance: dict = field(default_factory=dict)
 
     def line_of(self, product: str) -> str | None:
         """The product line a product (a side) belongs to, or None when the model does not say."""
@@ -85,6 +89,8 @@ class ModelMetadata:
             values["product_lines"] = {line: list(sides) for line, sides in self.product_lines.items()}
         if self.catalogue:
             values["catalogue"] = self.catalogue
+        if self.provenance:
+            values["provenance"] = self.provenance
         return {key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
     @classmethod
@@ -116,6 +122,9 @@ class ModelMetadata:
             "products": [r.product for r in self.references],  # empty: no registration (whole-frame model)
             "product_lines": {line: list(sides) for line, sides in self.product_lines.items()},
             "catalogue": catalogue_entries(self),  # per product: line, photos, reference_image (data: URI)
+            "provenance": self.provenance,  # trained_on / validated_on: data, photos (synthetic|real), counts
+            "validated_on_real_photos": validated_on_real_photos(self.provenance),
+            "notice": demo_notice(self.provenance),  # the page's banner; None for a model validated on real photos
         }
 
 
@@ -142,7 +151,15 @@ def _from_values(values: dict) -> ModelMetadata:
                                      (values.get("references") or {}).get("products", [])),
         catalogue=checked_catalogue(values.get("catalogue") or {},
                                     (values.get("references") or {}).get("products", [])),
+        provenance=_checked_provenance(values.get("provenance") or {}),
     )
+
+
+def _checked_provenance(value) -> dict:
+    """A dict of dicts (trained_on, validated_on) of short JSON values; anything else is not ours."""
+    if not isinstance(value, dict) or not all(isinstance(part, dict) for part in value.values()):
+        raise ValueError("provenance must map trained_on/validated_on to objects")
+    return value
 
 
 def _checked_lines(lines: dict, products: list) -> dict[str, tuple[str, ...]]:

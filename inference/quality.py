@@ -129,6 +129,15 @@ def not_recognised(report: QualityReport) -> QualityReport:
     return QualityReport(ok=False, reasons=reasons, message=advice(reasons), measures=report.measures)
 
 
+def nothing_recognised(report: QualityReport) -> QualityReport:
+    """A photo with too little detail that registers to none of a reference model's products: most often no
+    known product is in it (a wall, a table), else one too blurred to recognise. Said in that order."""
+    message = ("No known product is recognised in the photo: photograph the front of one of the model's "
+               "products so that it fills most of the frame, hold the phone still and tap to focus.")
+    return QualityReport(ok=False, reasons=(*report.reasons, NOT_RECOGNISED), message=message,
+                         measures=report.measures)
+
+
 def measure(image: Image.Image, original_size: tuple[int, int]) -> dict:
     """The measures `check` compares with its thresholds."""
     luma = working_luma(image)

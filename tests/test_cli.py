@@ -218,3 +218,24 @@ def test_calibrate_bad_target_exits_2(run_cli, reference_data, model_path, tmp_p
                            "--target-precision", "1.5")
     assert code == 2 and "--target-precision must be in [0.5, 1)" in one_line(err)
     assert not (tmp_path / "n.onnx").exists()
+
+
+def test_an_error_after_a_progress_bar_starts_on_its_own_line(monkeypatch, capsys):
+    """A failure while a progress bar is held open leaves the terminal at the bar's `\\r`: the error must
+    not be written after it on the same line."""
+    from tqdm import tqdm
+
+    from counterfeit import cli
+    from counterfeit.errors import CliError
+
+    def failing(args):
+        bar = tqdm(total=10, desc="screen")  # held, as a bar updated from a pool's results is
+        bar.update(3)
+        raise CliError("photo 4 is unreadable")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: type("Args", (), {"run": failing, "command": "screen"}))
+    assert cli.main([]) == 2
+    lines = capsys.readouterr().err.split("\n")  # not splitlines(): it would split at the bar's "\r" too
+    assert lines[-2:] == ["counterfeit screen: error: photo 4 is unreadable", ""], lines[-2:]

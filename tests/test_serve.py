@@ -97,6 +97,17 @@ def test_sigterm_turns_readiness_503_first_then_exits_cleanly(classifier_model, 
     assert "Application shutdown complete" in log and "readiness is 503" in log
 
 
+def test_ctrl_c_stops_the_server_cleanly_with_exit_0(classifier_model, tmp_path):
+    """Ctrl-C is how `make run` says to stop the server: no "interrupted", no exit 130 (make's "Error 130")."""
+    import signal
+
+    server = ServerProcess(["--model", str(classifier_model)], tmp_path / "evidence").wait_ready()
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(timeout=30) == 0, server.output()
+    log = server.output()
+    assert "Application shutdown complete" in log and "interrupted" not in log
+
+
 def test_an_open_server_refuses_to_listen_beyond_loopback(classifier_model):
     result = subprocess.run([sys.executable, "-m", "counterfeit", "serve", "--model", str(classifier_model),
                              "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)

@@ -50,7 +50,7 @@ def test_layout_counts_and_manifest_agree(plain):
     rows = read_manifest(out)
     jpgs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
     assert sorted(row["path"] for row in rows) == jpgs
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.csv", "test", "train", "val"]
+    assert sorted(p.name for p in out.iterdir()) == ["ORIGIN.json", "manifest.csv", "test", "train", "val"]
     expected = {"train": {"genuine": 5, "counterfeit": 4}, "val": {"genuine": 2, "counterfeit": 2},
                 "test": {"genuine": 3, "counterfeit": 3}}
     assert summary["counts"] == expected

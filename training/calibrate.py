@@ -16,6 +16,7 @@ from inference.items import COMBINER_KEY, Combiner, combine, fit_combiner, form_
 from inference.layout import DataError, Sample, list_labelled, resolve_labelled
 from inference.metadata import ModelMetadata, Thresholds
 from inference.predictor import Predictor, softmax_scores, stacked
+from inference.provenance import describe_split
 from training.prepared import prepared_samples
 from training.stamp import stamp_metadata
 
@@ -80,7 +81,9 @@ def recalibrate(model: Path, data: Path, out: Path, target_precision: float | No
                if key not in ("warnings", COMBINER_KEY)}
     if items:
         metrics[COMBINER_KEY] = item_combiner(by_product, temperature, thresholds, target).to_dict()
+    validated_on = describe_split(resolve_labelled(data, "val"))
     metadata = replace(predictor.metadata, temperature=temperature, thresholds=thresholds,
+                       provenance={**predictor.metadata.provenance, "validated_on": validated_on},
                        metrics={**metrics, "calibrated_on": str(data), "calibration_n": len(labels),
                                 "calibration_target_precision": target, **({"warnings": warnings} if warnings else {})})
     proto = onnx.load_from_string(model.read_bytes())

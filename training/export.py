@@ -31,11 +31,13 @@ from inference.predictor import (
     softmax_scores,
     stacked,
 )
+from inference.provenance import provenance
 from training.checkpoint import load_checkpoint
 from training.config import UNNAMED_RECIPE
 from training.data import PhotoDataset
 from training.recipes import get_recipe
 from training.stamp import stamp_metadata
+from training.val_edits import VAL_EDITED_WARNING
 
 OPSET = 17
 # max |onnxruntime - torch| on the calibrated scores (0..1), what a verdict is made of. Not on the logits:
@@ -115,8 +117,16 @@ def metadata_from_checkpoint(checkpoint: dict, config) -> ModelMetadata:
         train_config=config.to_dict(),
         metrics={**(checkpoint.get("metrics") or {}), **_warnings(calibration)},
         references=tuple(references_from_json(checkpoint["references"])) if checkpoint.get("references") else (),
+        provenance=_provenance(config.data, calibration),
         **_catalogue(checkpoint),
     )
+
+
+def _provenance(data: str, calibration: dict) -> dict:
+    """What the model learned from (DATA/train) and was calibrated on (DATA/val); val counterfeits the
+    trainer made by editing genuines (training/val_edits.py) are said to be edited."""
+    edited = VAL_EDITED_WARNING in (calibration.get("warnings") or [])
+    return provenance(Path(data) / "train", Path(data) / "val", val_counterfeits="edited" if edited else None)
 
 
 def _catalogue(checkpoint: dict) -> dict:

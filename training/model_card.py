@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from inference.predictor import Predictor
+from inference.provenance import demo_notice
 
 DEMO_PURPOSE = (
     "A **demo**: trained on synthetic product-packaging photos from `counterfeit synth` (seed 0), where "
@@ -79,6 +80,18 @@ def _warning_lines(warnings: list[str]) -> list[str]:
     return ["## Warnings: read before use", *(f"- **{w[0].upper()}{w[1:]}.**" for w in warnings), ""]
 
 
+def _provenance_lines(record: dict) -> list[str]:
+    """What the file says it was trained and validated on (inference/provenance.py), as GET /v1/model does."""
+    lines = []
+    for key, words in (("trained_on", "Trained on"), ("validated_on", "Validated on")):
+        part = record.get(key) or {}
+        lines.append(f"- {words}: `{part.get('data', '?')}`: {part.get('photos', 'unknown')} photos "
+                     f"({part.get('genuine', '?')} genuine, {part.get('counterfeit', '?')} counterfeit; "
+                     f"counterfeits {part.get('counterfeits', 'unknown')}), made by {part.get('made_by', 'unknown')}")
+    notice = demo_notice(record)
+    return lines + ([f"- **{notice}**"] if notice else [])
+
+
 def render(run: Path, purpose: str = "") -> str:
     meta = Predictor(run / "model.onnx").metadata
     config = meta.train_config
@@ -98,6 +111,7 @@ def render(run: Path, purpose: str = "") -> str:
         "",
         "## Training",
         *(_reference_fit(config, best) if meta.references else _classifier_fit(config, epochs, best)),
+        *_provenance_lines(meta.provenance),
         "",
         f"## Measured on the held-out test split (n = {report['n']})",
         "| metric | value |",

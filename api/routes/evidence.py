@@ -17,10 +17,11 @@ from pydantic import BaseModel, Field
 from api.auth import AdminDep, InspectorDep
 from api.deps import SINGLE_VALUED_QUERY, AnyRoleDep, StoreDep
 from api.errors import ApiError
-from api.schemas import PlainText, error_responses
-from evidence_store import EvidenceStore, Record
+from api.schemas import ErrorResponse, PlainText, error_responses
+from evidence_store import EvidenceStore, Record, Retired
 from evidence_store.heads import head_line
 from evidence_store.records import RecordKind
+from evidence_store.retention import retired_message
 from inference.classes import OutcomeLabel, Verdict
 
 router = APIRouter(tags=["evidence"])
@@ -36,6 +37,8 @@ READ_ERRORS = error_responses(401, 403, 422, 503)
 RECORD_ERRORS = error_responses(401, 403, 404, 422, 503)
 OUTCOME_ERRORS = error_responses(400, 401, 403, 404, 408, 413, 422, 503)
 ADMIN_ERRORS = error_responses(401, 403, 503)
+PHOTO_ERRORS = {**RECORD_ERRORS, 410: {"model": ErrorResponse, "description": "The photo was retired: the "
+                                       "retention policy deleted the original (the record stays)"}}
 
 
 class OutcomeIn(BaseModel):
@@ -53,6 +56,7 @@ def record_json(record: Record) -> dict:
         "thresholds": record.thresholds, "model": {"name": record.model_name, "version": record.model_version},
         "image": {"sha256": record.image_sha256, "width": record.image_width, "height": record.image_height},
         "quality": record.quality, "outcome": record.outcome, "record_hash": record.record_hash,
+        "retired_at": record.retired_at,
         "outcomes": [{"label": o.label, "note": o.note, "subject": o.subject, "created_at": o.created_at}
                      for o in record.outcomes],
     }
@@ -109,21 +113,34 @@ def similar(record_id: RecordId, principal: AnyRoleDep, store: StoreDep,
     return {"items": [{**record_json(m.record), "distance": m.distance, "match": m.kind} for m in matches]}
 
 
+def _photo(read, record: Record) -> bytes:
+    """read(sha256) of a record's photo; 410 Gone once the retention policy retired it (the record stays)."""
+    if record.retired_at is not None:
+        raise ApiError(410, "retired", retired_message(f"The original photo of inspection {record.id}",
+                                                       record.retired_at))
+    try:
+        return read(record.image_sha256)
+    except Retired as exc:  # retired meanwhile
+        raise ApiError(410, "retired", str(exc)) from exc
+
+
 @router.get("/v1/inspections/{record_id}/thumbnail", response_class=Response,
-            responses={200: {"content": {"image/jpeg": {}}}, **RECORD_ERRORS})
+            responses={200: {"content": {"image/jpeg": {}}}, **PHOTO_ERRORS})
 async def thumbnail(record_id: RecordId, principal: AnyRoleDep, store: StoreDep) -> Response:
-    """The photo for display: at most 320 px, EXIF (GPS included) and other metadata removed."""
+    """The photo for display: at most 320 px, EXIF (GPS included) and other metadata removed. 410 once the
+    retention policy has deleted the original it is made from."""
     record = _get(store, record_id)
-    data = await run_in_threadpool(store.thumbnail, record.image_sha256)
+    data = await run_in_threadpool(_photo, store.thumbnail, record)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/v1/inspections/{record_id}/original", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}, **RECORD_ERRORS})
+            responses={200: {"content": {"application/octet-stream": {}}}, **PHOTO_ERRORS})
 def original(record_id: RecordId, principal: AdminDep, store: StoreDep) -> Response:
-    """The original bytes exactly as received (metadata included): admin only."""
+    """The original bytes exactly as received (metadata included): admin only. 410 once the retention
+    policy has deleted it."""
     record = _get(store, record_id)
-    return Response(store.original(record.image_sha256), media_type="application/octet-stream",
+    return Response(_photo(store.original, record), media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{record.image_sha256}"'})
 
 
@@ -131,7 +148,7 @@ def original(record_id: RecordId, principal: AdminDep, store: StoreDep) -> Respo
 def verify(principal: AdminDep, store: StoreDep) -> dict:
     """Recompute the hash chain and every stored photo's hash; names the first record that was altered."""
     report = store.verify()
-    return {"ok": report.ok, "checked": report.checked, "first_bad": report.first_bad,
+    return {"ok": report.ok, "checked": report.checked, "first_bad": report.first_bad, "retired": report.retired,
             "head": {"seq": report.head_seq, "hash": report.head_hash}, "not_covered": report.not_covered}
 
 

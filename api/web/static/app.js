@@ -39,6 +39,12 @@ const VERDICTS = {
     advice: "The photo is too poor to judge. Take it again.",
   },
 };
+// A model never validated on real photos (GET /v1/model's notice; every answer's model.demo) advises nothing.
+const DEMO_ADVICE = {
+  genuine: "Demo: not evidence. This model has seen synthetic photos only; it cannot clear a real item.",
+  counterfeit: "Demo: not evidence. This model has seen synthetic photos only: no reason to hold an item. " +
+               "The red marks show what it reacted to.",
+};
 const REASONS = { too_small: "Too small", blurry: "Blurry", too_dark: "Too dark", overexposed: "Too bright",
   glare: "Reflection on the label", grayscale: "No colour", not_recognised: "Not one of the model's products" };
 const OUTCOME_WORDS = { genuine: "Genuine", counterfeit: "Counterfeit", unknown: "Unknown" };
@@ -51,6 +57,7 @@ let photoShown = 0;         // counts photos shown, so a late heatmap of an earl
 let overlayReady = false;   // the canvas holds the heatmap of the photo on screen
 let verdictRecordId = null; // the evidence record of the verdict on screen; null: nothing to record against
 let catalogue = new Map();  // product -> {product, line, reference_image}: GET /v1/model, on load
+let validatedOn = "not said by the model file";  // GET /v1/model's provenance.validated_on, in words
 
 
 /* ---------- storage: localStorage can throw (private mode, quota, disabled), never let that break the page */
@@ -265,6 +272,9 @@ async function checkServer() {
   try {
     const model = await api("/v1/model");
     catalogue = new Map((model.catalogue || []).map((entry) => [entry.product, entry]));
+    validatedOn = describeData((model.provenance || {}).validated_on) || validatedOn;
+    $("model-notice").textContent = model.notice || "";
+    $("model-notice").hidden = !model.notice;
     line.dataset.state = "ok";
     line.textContent = `Connected · model ${model.name || ""}`.trim();
     if (!stored(STORE.key)) {  // answered without a key: this server runs open, nothing to enter
@@ -430,7 +440,10 @@ function showResult(result, file) {
   $("verdict-word").textContent = copy.word;
 
   // A retake says why, in the server's own sentence (it names the problem and the fix).
-  const advice = verdict === "retake" && result.quality && result.quality.message ? result.quality.message : copy.advice;
+  const demo = Boolean(result.model && result.model.demo) && Boolean(DEMO_ADVICE[verdict]);
+  $("verdict-kicker").textContent = demo ? "Demo verdict, not evidence" : "Verdict";
+  const advice = verdict === "retake" && result.quality && result.quality.message ? result.quality.message
+    : demo ? DEMO_ADVICE[verdict] : copy.advice;
   $("verdict-advice").textContent = advice;
   showReasons(verdict === "retake" && result.quality ? result.quality.reasons || [] : []);
   showScore(result);
@@ -499,9 +512,17 @@ function showProduct(product) {
   image.alt = product ? `The model's reference for ${product}` : "";
 }
 
+// "synthetic photos: 80 genuine, 80 counterfeit (synthetic)": what a model's thresholds were set on.
+function describeData(part) {
+  if (!part || !part.photos) return "";
+  const counts = `${part.genuine ?? "?"} genuine, ${part.counterfeit ?? "?"} counterfeit`;
+  return `${part.photos} photos: ${counts} (counterfeits ${part.counterfeits || "unknown"})`;
+}
+
 function showFacts(result) {
   const model = result.model || {};
   $("fact-model").textContent = `${model.name || "?"} · version ${(model.version || "?").slice(0, 12)}`;
+  $("fact-validated").textContent = validatedOn;
   $("fact-photo").textContent = result.image ? `${result.image.width} × ${result.image.height} px` : "–";
   $("fact-record-row").hidden = !result.id;
   $("fact-record").textContent = result.id ? `${formatTime(result.recorded_at)} · id ${result.id}` : "";
