@@ -58,6 +58,8 @@ def test_the_demo_model_is_named_a_demo_and_its_verdict_is_no_evidence(browser, 
     check(page, "counterfeit-1.jpg")
     assert page.inner_text("#verdict-word") == "Counterfeit"
     assert page.inner_text("#verdict-kicker").lower() == "demo verdict, not evidence"
+    # The score bar's ends read as scores, not as counts of photos ("0 genuine · 1 counterfeit" did).
+    assert page.inner_text("#score-block .score__scale") == "from 0 (looks genuine) to 1 (looks counterfeit)"
     assert page.inner_text("#fact-validated") == "synthetic photos: 80 genuine, 80 counterfeit (counterfeits synthetic)"
     advice = page.inner_text("#verdict-advice")
     assert advice.startswith("Demo: not evidence.") and "seizure" not in advice and "Set the item aside" not in advice
