@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.auth import ApiKey
+from evidence_store.retention import MAX_DAYS
 from inference.assets import DEMO_MODEL
 from inference.images import Limits
 from inference.predictor import MAX_BATCH
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
                            "and the original photos. Shared storage when several replicas use PostgreSQL.")
     database_url: SecretStr | None = Field(None, description="postgresql://user:password@host/db for several "
                                            "replicas; unset: SQLite in data_dir.")
-    evidence_retain_originals_days: int | None = Field(None, ge=1, le=36_500, description="Retention policy: "
+    evidence_retain_originals_days: int | None = Field(None, ge=1, le=MAX_DAYS, description="Retention policy: "
                                                        "`counterfeit evidence retire` (run it daily, e.g. from cron) "
                                                        "deletes the original photos of evidence records older than "
                                                        "this many days, each deletion a chain entry of its own; "

@@ -41,12 +41,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, data_dir: Path, model: Path) -> subprocess.Popen:
-    env = {**os.environ, "COUNTERFEIT_DATA_DIR": str(data_dir)}  # the evidence of a bench is thrown away
+def start_server(port: int, data_dir: Path, model: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`counterfeit serve` on `model`, once /readyz answers; `env` adds to the environment it runs in."""
+    env = {**os.environ, "COUNTERFEIT_DATA_DIR": str(data_dir), **(env or {})}  # a bench's evidence is thrown away
     process = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port),
                                 "--model", str(model)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(600):  # at most 60 s to come up
+        if process.poll() is not None:  # no use waiting: a bad model, a taken port (its own output says which)
+            raise RuntimeError(f"the server exited with status {process.returncode} before it was ready")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return process

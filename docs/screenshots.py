@@ -15,59 +15,38 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.error import URLError
-from urllib.request import urlopen
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from server import free_port, start_server  # noqa: E402  (bench scripts are run as files, not as a package)
+
+from api.settings import DEMO_MODEL  # noqa: E402
+
 SAMPLES = REPO / "inference" / "demo" / "samples"
 SHOTS = {"inspector-phone-genuine.png": SAMPLES / "genuine-1.jpg",
          "inspector-phone-counterfeit.png": SAMPLES / "counterfeit-1.jpg"}
 PHONE = {"width": 390, "height": 844}  # CSS px
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-READY_S = 90  # the first start loads onnxruntime and validates the model in a child process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
 def demo_server():
-    """The URL of `counterfeit serve` on the demo model, stopped (and its evidence folder removed) after."""
+    """The URL of `counterfeit serve` on the demo model (bench/server.py's start), stopped after; its
+    evidence folder is thrown away."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="screenshots-") as data_dir:
-        env = {**os.environ, "COUNTERFEIT_DATA_DIR": data_dir, "COUNTERFEIT_API_KEYS": "[]",
-               "COUNTERFEIT_DRAIN_SECONDS": "0"}
-        server = subprocess.Popen([sys.executable, "-m", "counterfeit", "serve", "--port", str(port)], cwd=REPO,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # Open on loopback whatever .env says, and stopped at once (no readiness drain).
+        server = start_server(port, Path(data_dir), DEMO_MODEL,
+                              {"COUNTERFEIT_API_KEYS": "[]", "COUNTERFEIT_DRAIN_SECONDS": "0"})
         try:
-            yield wait_ready(f"http://127.0.0.1:{port}", server)
+            yield f"http://127.0.0.1:{port}"
         finally:
             server.terminate()
             server.wait(timeout=30)
-
-
-def wait_ready(url: str, server: subprocess.Popen) -> str:
-    deadline = time.monotonic() + READY_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"screenshots: the server exited: {server.stderr.read()[-2000:]}")
-        try:
-            with urlopen(f"{url}/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return url
-        except (URLError, OSError):
-            time.sleep(0.2)
-    raise SystemExit(f"screenshots: the server was not ready in {READY_S} s")
 
 
 def shoot(browser, url: str, photo: Path, out: Path) -> None:

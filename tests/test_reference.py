@@ -268,14 +268,14 @@ def test_products_are_found_by_registration_without_product_folders(reference_da
     from inference.align import keypoints
     from inference.layout import Sample
     from training.config import TrainConfig
-    from training.recipes.reference.fit import _genuines_by_product, registration_groups
+    from training.recipes.reference.fit import _genuines_by_product, chosen_references
 
     genuines = [s for s in list_split(reference_data, "train", optional=("counterfeit",)) if s.label == 0]
     by_folder = _genuines_by_product([Sample(s.path, 0, "") for s in genuines], TrainConfig(image_size=REFERENCE_SIZE)
                                      .preprocess_spec(), progress=False)
-    groups, folders = registration_groups({"": [keypoints(frame) for frame in by_folder[""]]})
-    assert sorted(groups) == ["product-1", "product-2"] and set(folders.values()) == {""}
-    assert all(len({genuines[i].product for i in members}) == 1 for members in groups.values())
+    chosen = chosen_references({"": [keypoints(frame) for frame in by_folder[""]]})
+    assert sorted(chosen) == ["product-1", "product-2"] and {pick.folder for pick in chosen.values()} == {""}
+    assert all(len({genuines[i].product for i in pick.members}) == 1 for pick in chosen.values())
 
 
 def test_export_retries_from_a_run_folder(reference_run, tmp_path, run_cli):

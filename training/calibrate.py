@@ -66,7 +66,8 @@ def recalibrate(model: Path, data: Path, out: Path, target_precision: float | No
     """Write `out`: `model` with temperature and thresholds fitted on the labelled folder `data`; with
     `items`, also the item rule (inference.items) on items formed from each product folder's photos."""
     predictor = Predictor(model)
-    samples = list_labelled(resolve_labelled(data, "val"))
+    val = resolve_labelled(data, "val")
+    samples = list_labelled(val)
     if items:
         by_product = logits_by_product(predictor, samples)
         logits = np.concatenate([logits for logits, _ in by_product.values()])
@@ -81,7 +82,7 @@ def recalibrate(model: Path, data: Path, out: Path, target_precision: float | No
                if key not in ("warnings", COMBINER_KEY)}
     if items:
         metrics[COMBINER_KEY] = item_combiner(by_product, temperature, thresholds, target).to_dict()
-    validated_on = describe_split(resolve_labelled(data, "val"))
+    validated_on = describe_split(val)
     metadata = replace(predictor.metadata, temperature=temperature, thresholds=thresholds,
                        provenance={**predictor.metadata.provenance, "validated_on": validated_on},
                        metrics={**metrics, "calibrated_on": str(data), "calibration_n": len(labels),

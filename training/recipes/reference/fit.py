@@ -131,14 +131,6 @@ def _genuines_by_product(samples: list[Sample], spec, progress: bool) -> dict[st
     return dict(sorted(found.items()))
 
 
-def registration_groups(described: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> tuple[dict[str, list[int]],
-                                                                                            dict[str, str]]:
-    """Product lines as registration finds them -> ({name: indices of the folder's photos it covers},
-    {name: folder}); see chosen_references."""
-    chosen = chosen_references(described)
-    return {name: pick.members for name, pick in chosen.items()}, {name: pick.folder for name, pick in chosen.items()}
-
-
 class Pick(NamedTuple):
     folder: str
     members: list[int]  # the folder's photos (indices) this reference registers, itself included
@@ -203,12 +195,18 @@ def _greedy_picks(coverage: list[dict[int, np.ndarray]], sizes: list[int]) -> li
         covered |= {-negative} | set(coverage[-negative])
 
 
+def _confirmation(size: int, agreeing: list[np.ndarray], voters: int) -> tuple[np.ndarray, np.ndarray]:
+    """(how many photos confirm each of a draft reference's `size` keypoints, given the inlier indices each
+    agreeing photo found; the keypoints at least CONFIRMED of the `voters` photos confirm)."""
+    confirmed = np.zeros(size, int)
+    for inliers in agreeing:
+        confirmed[inliers] += 1
+    return confirmed, confirmed >= max(1, round(CONFIRMED * voters))
+
+
 def _support(agreeing: dict[int, np.ndarray], size: int) -> int:
     """How often the others confirm the keypoints a reference from this photo would keep (_confirmed)."""
-    confirmed = np.zeros(size, int)
-    for inliers in agreeing.values():
-        confirmed[inliers] += 1
-    keep = confirmed >= max(1, round(CONFIRMED * len(agreeing)))
+    confirmed, keep = _confirmation(size, list(agreeing.values()), len(agreeing))
     return int(confirmed[keep].sum())
 
 
@@ -229,18 +227,10 @@ def _confirmed(name: str, described: tuple[np.ndarray, np.ndarray], agreeing: li
     """A reference with only the keypoints at least CONFIRMED of the photos it registers agree on: print,
     not background, which would attract photos of other products."""
     points, descriptors = described
-    confirmed = np.zeros(len(points), int)
-    for inliers in agreeing:
-        confirmed[inliers] += 1
-    keep = confirmed >= max(1, round(CONFIRMED * len(agreeing)))
+    _, keep = _confirmation(len(points), agreeing, len(agreeing))
     if keep.sum() < 2 * MIN_INLIERS:  # too few photos to tell print from background: keep them all
         keep = np.ones(len(points), bool)
     return Reference(name, points[keep], descriptors[keep])
-
-
-def _inliers(reference: Reference, described: tuple[np.ndarray, np.ndarray]) -> int:
-    homography, agreeing = match(reference, *described)
-    return 0 if homography is None else len(agreeing)
 
 
 def _catalogue(frames: dict[str, Image.Image], photos: list[int], folders: dict[str, str]) -> dict:
@@ -261,12 +251,9 @@ def best_reference(product: str, photos: list[tuple[np.ndarray, np.ndarray]]) ->
         points, descriptors = described[index]
         draft = Reference(product, points, descriptors)
         others = described[:index] + described[index + 1 :]
-        confirmed = np.zeros(len(points), int)
-        for other in others:
-            homography, agreeing = match(draft, *other)
-            if homography is not None and len(agreeing) >= MIN_INLIERS:
-                confirmed[agreeing] += 1
-        keep = confirmed >= max(1, round(CONFIRMED * len(others)))
+        found = [match(draft, *other) for other in others]
+        agreeing = [inliers for homography, inliers in found if homography is not None and len(inliers) >= MIN_INLIERS]
+        confirmed, keep = _confirmation(len(points), agreeing, len(others))
         if keep.sum() < 2 * MIN_INLIERS:  # too few photos to tell print from background: keep them all
             keep = np.ones(len(points), bool)
         support = int(confirmed[keep].sum())
