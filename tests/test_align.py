@@ -15,6 +15,7 @@ from inference.align import (
     best_match,
     candidates,
     keypoints,
+    marked,
     match,
     references_from_json,
     references_to_json,
@@ -107,13 +108,15 @@ def test_the_matrix_matcher_finds_exactly_the_brute_force_matches_on_sift_like_d
 
 
 def exhaustive_best(points, descriptors, references) -> tuple[int, int] | None:
-    """(product, inliers) trying every product in order, the first of equals: best_match before issue 15."""
+    """(product, inliers) trying every product in order, the first of equals by (inliers on the product's own
+    keypoints, inliers): best_match without its pruning."""
     best = None
     for index, reference in enumerate(references):
         homography, agreeing = match(reference, points, descriptors)
-        if homography is not None and len(agreeing) >= MIN_INLIERS and (best is None or len(agreeing) > best[1]):
-            best = (index, len(agreeing))
-    return best
+        rank = (reference.own(agreeing), len(agreeing))
+        if homography is not None and len(agreeing) >= MIN_INLIERS and (best is None or rank > best[2]):
+            best = (index, len(agreeing), rank)
+    return best[:2] if best else None
 
 
 def test_best_match_skips_hopeless_products_but_answers_as_trying_all_in_order():
@@ -202,3 +205,32 @@ def test_references_from_before_the_correction_are_corrected_when_read():
     np.testing.assert_array_equal(again.points, reference.points)
     (old,) = references_from_json({k: v for k, v in written.items() if k != "coordinates"})
     np.testing.assert_array_equal(old.points, reference.points - SIFT_OFFSET)
+
+
+def test_products_rank_by_inliers_on_their_own_keypoints_marked_by_other_products_photos():
+    """A sister product's reference holds the brand's print (shared) and more of it than the product shown:
+    by all inliers the sister wins; once a photo of the sister has marked the brand's keypoints on the shown
+    product's reference and a photo of the shown one marked them on the sister's, the product's own print decides."""
+    rng = np.random.default_rng(7)
+    brand = crafted_reference(rng, count=50, name="brand")
+    own, sisters = crafted_reference(rng, count=20, name="own"), crafted_reference(rng, count=20, name="sister's")
+
+    def joined(name, *parts):
+        return Reference(name, np.concatenate([p.points for p in parts]), np.concatenate([p.descriptors for p in parts]))
+
+    shown = joined("shown", Reference("b", brand.points[:25], brand.descriptors[:25]), own)  # 45 keypoints
+    sister = joined("sister", brand, Reference("s", sisters.points[:8], sisters.descriptors[:8]))  # 58
+    photo = photographed(joined("photo", brand, own), rng)  # the shown product's print: the whole brand, its own
+    assert best_match(*photo, [shown, sister]).product == 1  # 50 inliers on the sister, 45 on its own product
+    sister_photo = photographed(joined("photo", brand, sisters), rng)
+    marked_shown, marked_sister = marked(shown, [sister_photo]), marked(sister, [photo])
+    assert marked_shown.shared.sum() == 25 and marked_sister.shared.sum() == 50
+    found = best_match(*photo, [marked_shown, marked_sister])
+    assert (found.product, found.own, found.inliers) == (0, 20, 45)
+    assert (found.product, found.inliers) == exhaustive_best(*photo, [marked_shown, marked_sister])
+    back = references_from_json(references_to_json([marked_shown, marked_sister, brand]))
+    assert [r.shared.tolist() for r in back[:2]] == [marked_shown.shared.tolist(), marked_sister.shared.tolist()]
+    assert not back[2].shared.any()  # a reference without marks: every keypoint its own
+    values = references_to_json([marked_shown])
+    with pytest.raises(ValueError, match="shared marks"):  # a model file whose marks do not fit its keypoints
+        references_from_json({**values, "shared": references_to_json([marked_sister])["shared"]})

@@ -133,6 +133,21 @@ def test_the_head_trains_on_photo_pairs_and_loads_back(reference_data, tmp_path)
     assert torch.equal(model.head.weight, head.weight) and torch.equal(model.head.reads, head.reads)
 
 
+def test_photos_registered_to_another_product_train_no_head():
+    """Serving compares such a photo with the other product's genuines: the benchmark keeps it for its
+    verdicts, but a head learning from it would learn what two products differ by."""
+    from training.recipes.comparator.train_head import Pairs, training_rows
+
+    def column(*values):
+        return np.array(values)
+
+    pairs = Pairs(np.zeros((4, 2)), column(0, 1, 0, 1), column("", "hue", "", "font"), column("a", "a", "a", "a"),
+                  column("val", "val", "test", "test"), column("", "", "", "warm"), column("p", "q", "r", "s"),
+                  column(False, False, True, False))
+    assert training_rows(pairs, {"a"}).tolist() == [True, True, False, False]  # font: not a visible kind
+    assert training_rows(pairs, {"b"}).tolist() == [False] * 4
+
+
 def test_a_missing_or_foreign_head_is_named(tmp_path):
     from training.recipes.comparator.fit import load_head
     from training.recipes.comparator.model import ComparatorModel
@@ -227,3 +242,24 @@ def test_a_product_is_enrolled_and_removed_without_changing_the_others(reference
     moved = [s for s in list_split(reference_data, "test") if s.product == "product-b"]
     found = [back.metadata.references[back.prepare(photo(s.path)).product].product for s in moved]
     assert np.mean([f == "product-b" for f in found]) >= 0.9
+
+
+def test_an_ink_printed_lighter_moves_its_lightness_against_paper_white_not_against_exposure():
+    """ink_lightness: a print of white paper and a red ink covering three quarters of it. An exposure 0.7x as
+    bright moves no entry; the red ink printed 0.15 lighter moves the red entry by 0.15 of white (against the
+    whole print, which moves with the ink, it moved by 0.06)."""
+    from training.recipes.comparator.model import ink_lightness
+    from training.recipes.reference.hue import bin_directions, hue_weights
+
+    rgb = torch.ones(1, 3, 32, 32)  # 8x8-pooled cells in 0..1: paper white
+    rgb[:, :, 2:30, 2:30] = torch.tensor([0.6, 0.1, 0.1]).view(1, 3, 1, 1)  # the red ink: 77% of the frame
+    lighter = rgb.clone()
+    lighter[:, :, 2:30, 2:30] += 0.15  # the red ink printed lighter (HSV value 0.6 -> 0.75)
+    hull = torch.ones(1, 32, 32)
+
+    def red(pixels) -> float:  # the entry of the hue bin centred on red
+        weights, pooled = hue_weights(pixels, hull, bin_directions())
+        return float(ink_lightness(weights, pooled, hull)[0, 0])
+
+    assert red(0.7 * rgb) == pytest.approx(red(rgb), rel=1e-4)
+    assert red(lighter) - red(rgb) == pytest.approx(0.15, abs=0.01)

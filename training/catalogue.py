@@ -29,7 +29,7 @@ import torch
 from onnx import numpy_helper
 from PIL import Image
 
-from inference.align import MIN_INLIERS, Reference, best_match, keypoints, warp
+from inference.align import MIN_INLIERS, Reference, best_match, keypoints, marked, warp
 from inference.catalogue import thumbnail_data_uri, with_side, without_side
 from inference.images import ImageError, load_image
 from inference.layout import DataError, image_files
@@ -179,6 +179,14 @@ def _photo_reference(name: str, frames: list[Image.Image], described: list) -> t
     return reference, frames[index]
 
 
+def _marked_with(references: tuple[Reference, ...], new: Reference, described: list) -> list[Reference]:
+    """The model's references and the new product's (last), shared keypoints marked as training marks them
+    (training/recipes/reference/fit.py): the known products' by the new photos; the new product's by the
+    known products' references, which stand for their photos, which the model file does not keep."""
+    return [*(marked(reference, described) for reference in references),
+            marked(new, [(reference.points, reference.descriptors) for reference in references])]
+
+
 def _register(frames: list[Image.Image], described: list, references: list[Reference],
               names: list[str]) -> tuple[list[Image.Image], dict[str, int], int]:
     """Each photo registered as serving registers it, against every product and the new one (last)
@@ -304,7 +312,8 @@ def add_product(path: Path, name: str, photos: Path, out: Path, artwork: Path | 
                              "of the product's front, filling most of the frame")
     reference, frame = (artwork_reference(artwork, name, metadata) if artwork is not None
                         else _photo_reference(name, frames, described))
-    mine, elsewhere, none = _register(frames, described, [*metadata.references, reference], names)
+    references = _marked_with(metadata.references, reference, described)
+    mine, elsewhere, none = _register(frames, described, references, names)
     if len(mine) < MIN_GROUP:
         raise CatalogueError(_too_few(len(mine), len(frames), elsewhere, none, artwork is not None))
     images, products = _known_inputs(metadata, frames=mine)
@@ -313,7 +322,7 @@ def add_product(path: Path, name: str, photos: Path, out: Path, artwork: Path | 
                else fit_product(model, metadata, name, mine, standardisation))
     grown = with_rows(model, metadata, [*((model, i) for i in range(len(names))), (product, 0)])
     catalogue = {**metadata.catalogue, name: {"photos": len(mine), "reference_image": thumbnail_data_uri(frame)}}
-    updated = replace(metadata, version="", references=(*metadata.references, reference), catalogue=catalogue,
+    updated = replace(metadata, version="", references=tuple(references), catalogue=catalogue,
                       product_lines=with_side(metadata.product_lines, line or name, name),
                       metrics=_metrics(metadata.metrics, [*names, name]))
     new_index = np.full(len(images), len(names), np.int64)

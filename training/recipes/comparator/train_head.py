@@ -52,6 +52,10 @@ class Pairs(NamedTuple):
     splits: np.ndarray  # (n,) val | test
     changes: np.ndarray  # (n,) "" for the original photo, else the benign change applied
     sources: np.ndarray  # (n,) the photo's path in DATA
+    # (n,) True where registration found another product in the photo: compared with that product's genuines,
+    # as serving compares it; such rows train no head and are left out of the ROC-AUC, but serving's verdicts
+    # on them count (bench/comparator_real.py)
+    elsewhere: np.ndarray
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +97,8 @@ def describe_benchmark(data: Path, spec, augment: int = 1, progress: bool = True
                 prepared = prepare(image, spec, found.references)
             except NotRecognised:
                 continue  # serving answers retake: no comparison
-            if folders[prepared.product] == sample.product:
-                kept.append((prepared, (sample.label, kind_of(sample.path), sample.product, split, change,
-                                        sample.path.relative_to(data).as_posix())))
+            kept.append((prepared, (sample.label, kind_of(sample.path), sample.product, split, change,
+                                    sample.path.relative_to(data).as_posix(), folders[prepared.product] != sample.product)))
         return kept
 
     rows: list[tuple[Prepared, tuple]] = []
@@ -115,9 +118,10 @@ def _head_inputs(model: ComparatorModel, prepared: list[Prepared]) -> np.ndarray
 
 
 def training_rows(pairs: Pairs, products) -> np.ndarray:
-    """Rows of these products that train a head: genuines and the visible kinds of edit."""
+    """Rows of these products that train a head: genuines and the visible kinds of edit, registered to their
+    own product."""
     visible = np.isin(pairs.kinds, ("", *VISIBLE))
-    return np.isin(pairs.products, list(products)) & visible
+    return np.isin(pairs.products, list(products)) & visible & ~pairs.elsewhere
 
 
 def fit_head(inputs: np.ndarray, labels: np.ndarray, kinds: np.ndarray, steps: int = STEPS,

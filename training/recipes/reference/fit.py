@@ -5,7 +5,9 @@ products; no epochs, no gradient.
 1. Products and references (chosen_references): in each product-line folder, of its first train genuines
    letterboxed to the model input, the one that registers the most of the others, then any that registers
    several more the first missed (another face); each keeps only the keypoints the photos it registers
-   confirm: keypoints on the background would attract photos of other products.
+   confirm: keypoints on the background would attract photos of other products. Keypoints on which the
+   other folders' train genuines register too (a shelf neighbour, a sister product's shared print) are
+   marked shared: registration ranks products by inliers on their own keypoints (inference/align.py).
 2. Every train genuine is registered as serving registers it (inference.predictor.prepare), from the
    keypoints found once per photo in step 1; one that lands on another folder's product, or on none, is
    left out and counted.
@@ -32,6 +34,7 @@ from inference.align import (
     Reference,
     best_match,
     keypoints,
+    marked,
     match,
     references_to_json,
     warp,
@@ -97,12 +100,17 @@ def registered_genuines(data, spec, progress: bool) -> Registered:
                                                                disable=not progress, leave=False)]
                  for folder, frames in by_folder.items()}  # found once per photo, used by every step below
     chosen = chosen_references(described)
-    references = [pick.reference for pick in chosen.values()]
+    references = [marked(pick.reference, _others(described, pick.folder)) for pick in chosen.values()]
     registered = _register_genuines(by_folder, described, references, [pick.folder for pick in chosen.values()])
     reference_frames = {product: by_folder[pick.folder][pick.index] for product, pick in chosen.items()}
     left_out = sum(len(frames) for frames in by_folder.values()) - sum(len(frames) for frames in registered)
     folders = {product: pick.folder for product, pick in chosen.items()}
     return Registered(list(chosen), references, registered, reference_frames, folders, left_out)
+
+
+def _others(described: dict[str, list], folder: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The keypoints of every train genuine outside `folder`: photos of other products."""
+    return [photo for other, photos in described.items() if other != folder for photo in photos]
 
 
 def save_and_export(model: torch.nn.Module, config: TrainConfig, found: Registered, calibration: dict,
