@@ -71,7 +71,7 @@ class Registration:
     product: int  # index into the references
     homography: np.ndarray  # (3, 3): reference frame -> letterboxed photo
     inliers: int
-    own: int = 0  # of the inliers, those on keypoints no other reference shares (Reference.shared)
+    own: int  # of the inliers, those on keypoints not marked shared (Reference.shared)
 
     def rank(self) -> tuple[int, int]:
         """What decides between products: inliers on the product's own keypoints, then all inliers."""
@@ -157,6 +157,13 @@ def match(reference: Reference, points: np.ndarray, descriptors: np.ndarray) -> 
     return fit_homography(reference, points, candidates(reference, points, descriptors))
 
 
+def registered_inliers(reference: Reference, points: np.ndarray, descriptors: np.ndarray) -> np.ndarray | None:
+    """The reference keypoints that agree with a homography registering the photo (keypoints), or None when
+    fewer than MIN_INLIERS do: the photo does not show the reference's product."""
+    homography, agreeing = match(reference, points, descriptors)
+    return agreeing if homography is not None and len(agreeing) >= MIN_INLIERS else None
+
+
 def register(frame: Image.Image, references: list[Reference]) -> Registration | None:
     """The best-matching product of a letterboxed photo, or None below MIN_INLIERS."""
     return best_match(*keypoints(frame), references)
@@ -207,8 +214,8 @@ def marked(reference: Reference, others: list[tuple[np.ndarray, np.ndarray]]) ->
     neighbour, or the brand's print a sister product carries too. Marks already there are kept."""
     shared = np.zeros(len(reference.points), bool) if reference.shared is None else reference.shared.copy()
     for points, descriptors in others:
-        homography, agreeing = match(reference, points, descriptors)
-        if homography is not None and len(agreeing) >= MIN_INLIERS:
+        agreeing = registered_inliers(reference, points, descriptors)
+        if agreeing is not None:
             shared[agreeing] = True
     return Reference(reference.product, reference.points, reference.descriptors, shared)
 

@@ -35,8 +35,8 @@ from inference.align import (
     best_match,
     keypoints,
     marked,
-    match,
     references_to_json,
+    registered_inliers,
     warp,
 )
 from inference.calibration import calibrate, calibration_problems
@@ -178,10 +178,9 @@ def _coverage(folder: str, photos: list[tuple[np.ndarray, np.ndarray]]) -> list[
     for index, (points, descriptors) in enumerate(photos):
         draft, agreeing = Reference(folder, points, descriptors), {}
         for other, described in enumerate(photos):
-            if other != index:
-                homography, inliers = match(draft, *described)
-                if homography is not None and len(inliers) >= MIN_INLIERS:
-                    agreeing[other] = inliers
+            inliers = registered_inliers(draft, *described) if other != index else None
+            if inliers is not None:
+                agreeing[other] = inliers
         found.append(agreeing)
     return found
 
@@ -259,8 +258,8 @@ def best_reference(product: str, photos: list[tuple[np.ndarray, np.ndarray]]) ->
         points, descriptors = described[index]
         draft = Reference(product, points, descriptors)
         others = described[:index] + described[index + 1 :]
-        found = [match(draft, *other) for other in others]
-        agreeing = [inliers for homography, inliers in found if homography is not None and len(inliers) >= MIN_INLIERS]
+        found = [registered_inliers(draft, *other) for other in others]
+        agreeing = [inliers for inliers in found if inliers is not None]
         confirmed, keep = _confirmation(len(points), agreeing, len(others))
         if keep.sum() < 2 * MIN_INLIERS:  # too few photos to tell print from background: keep them all
             keep = np.ones(len(points), bool)
